@@ -1,0 +1,74 @@
+"""What a running handler can know about its own task.
+
+Inside a handler run by a Worker, :func:`current_task` returns a
+:class:`TaskContext`: the task, its deadline, and a cancellation flag that is
+set when the task times out, is cancelled with ``cancel_task()``, loses its
+lease, or the worker is stopping past its drain deadline. Long handlers
+should look at it between steps (``ctx.check()``) and stop cleanly: that is
+the only layer of interruption that works everywhere (see worker.py).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from .errors import TaskQueueError, TaskTimeout
+from .task import Task
+
+
+class TaskCancelled(TaskQueueError):
+    """Raised by :meth:`TaskContext.check` when the task was cancelled or lost."""
+
+
+class TaskContext:
+    def __init__(self, task: Task, deadline: float | None, monotonic: Callable[[], float]) -> None:
+        #: The task as claimed.
+        self.task = task
+        #: Monotonic time after which the attempt times out (None: never).
+        self.deadline = deadline
+        self._monotonic = monotonic
+        self._cancelled = threading.Event()
+        self.reason: str | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the handler should stop (timeout, cancel, lost lease, shutdown)."""
+        return self._cancelled.is_set()
+
+    def cancel(self, reason: str) -> None:
+        if not self._cancelled.is_set():
+            self.reason = reason
+            self._cancelled.set()
+
+    def remaining(self) -> float | None:
+        """Seconds left before the timeout, or None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - self._monotonic())
+
+    def check(self) -> None:
+        """Raise if the handler should stop: TaskTimeout or TaskCancelled."""
+        if self.deadline is not None and self._monotonic() >= self.deadline:
+            self.cancel("timeout")
+        if self._cancelled.is_set():
+            if self.reason == "timeout":
+                raise TaskTimeout(f"task {self.task.id} ran past its timeout")
+            raise TaskCancelled(f"task {self.task.id} stopped: {self.reason}")
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, waking early on cancellation; True if cancelled."""
+        return self._cancelled.wait(seconds)
+
+
+_local = threading.local()
+
+
+def current_task() -> TaskContext | None:
+    """The context of the task the calling thread is running, if any."""
+    ctx: TaskContext | None = getattr(_local, "ctx", None)
+    return ctx
+
+
+def _set_current(ctx: TaskContext | None) -> None:
+    _local.ctx = ctx

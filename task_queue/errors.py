@@ -1,0 +1,87 @@
+"""Every exception the library raises on purpose.
+
+The tree::
+
+    TaskQueueError
+    ├── StorageError                   the database could not do what was asked
+    │   ├── DatabaseBusyError          another process held the lock past the retry budget
+    │   ├── DiskFullError              the disk (or max_page_count) is full
+    │   ├── ReadOnlyDatabaseError      the file or its directory is not writable
+    │   ├── NotAQueueDatabaseError     not SQLite, corrupt, or SQLite with a foreign schema
+    │   ├── DatabaseOpenError          the path cannot be opened at all
+    │   └── QueueClosedError           the TaskQueue was closed
+    ├── PayloadError (also TypeError)  a payload or result that is not plain JSON
+    ├── TaskNotFoundError (also KeyError)
+    ├── TaskNotClaimedError (also ValueError)  no claim token for the task
+    ├── DuplicateTaskError             retry_task() would clash with a live unique_key
+    └── TaskTimeout                    raised inside a handler whose time ran out
+
+Argument errors that are plainly the caller's (an unknown priority, a negative
+``max_retries``) are ``ValueError``/``TypeError`` as Python users expect.
+"""
+
+from __future__ import annotations
+
+
+class TaskQueueError(Exception):
+    """Base class of every error raised by task_queue."""
+
+
+class StorageError(TaskQueueError):
+    """The database could not carry out the operation; nothing was written."""
+
+
+class DatabaseBusyError(StorageError):
+    """The database stayed locked by another connection beyond the retry budget."""
+
+
+class DiskFullError(StorageError):
+    """The database or disk is full; the operation was rolled back."""
+
+
+class ReadOnlyDatabaseError(StorageError):
+    """The database file (or its directory) cannot be written."""
+
+
+class NotAQueueDatabaseError(StorageError):
+    """The file is not a SQLite database, is corrupt, or holds a foreign schema.
+
+    The file is left exactly as it was found.
+    """
+
+
+class DatabaseOpenError(StorageError):
+    """The database path cannot be opened (missing directory, permissions...)."""
+
+
+class QueueClosedError(StorageError):
+    """The TaskQueue has been closed."""
+
+
+class PayloadError(TaskQueueError, TypeError):
+    """A payload or result is not plain JSON (or is larger than allowed)."""
+
+
+class TaskNotFoundError(TaskQueueError, KeyError):
+    """No task has this id."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "task not found"
+
+
+class TaskNotClaimedError(TaskQueueError, ValueError):
+    """The caller holds no claim on this task (pass the Task from dequeue())."""
+
+
+class DuplicateTaskError(TaskQueueError):
+    """Another live task already holds this unique_key."""
+
+
+class TaskTimeout(TaskQueueError):
+    """Raised inside a handler whose task ran past its timeout.
+
+    It derives from Exception (not BaseException) on purpose: handler code
+    that catches Exception to clean up will also see it, which is what a
+    cooperative clean-up wants; the worker records the attempt as timed out
+    either way.
+    """

@@ -1,0 +1,6 @@
+"""Storage backends behind the narrow interface in :mod:`.base`."""
+
+from .base import Claim, Failure, NewTask, Pending, Storage
+from .sqlite import SqliteStorage
+
+__all__ = ["Claim", "Failure", "NewTask", "Pending", "SqliteStorage", "Storage"]

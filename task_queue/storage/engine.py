@@ -1,0 +1,350 @@
+"""sqlite-worker's model, with the defects of its 0.0.4 release fixed.
+
+The model is kept: one thread owns the SQLite connection; callers on any
+thread queue work to it and wait for their own answer; work from concurrent
+callers shares one transaction (group commit), at most ``max_count`` units
+per transaction.
+
+What :class:`Engine` changes, each pinned by a test in tests/test_engine.py:
+
+1. ``fetch_results()`` right after ``execute()`` returned None (the wait
+   event was created only once the statement ran). Here the token *is* the
+   request, holding its own event from birth.
+2. Rows were kept only for statements starting with SELECT; here any
+   statement that produces rows (``UPDATE ... RETURNING``) returns them,
+   fetched before COMMIT as SQLite requires.
+3. Errors in write statements were logged and swallowed; here the caller's
+   ``fetch_results()`` raises them.
+4. ``_results`` and ``_select_events`` grew by one entry per statement
+   forever; here nothing is stored per statement in the engine.
+5. Callers were answered before COMMIT; here a caller is answered only after
+   the transaction holding its work committed (or with the error if it
+   did not).
+6. ``execute_init`` was assigned after the thread started; here the thread
+   waits until the constructor has finished.
+7. An unopenable file was a log line in the background thread; here the
+   constructor raises it.
+
+Beyond the fixes: every write transaction starts with ``BEGIN IMMEDIATE``
+(a deferred transaction that reads then writes fails at once with
+SQLITE_BUSY_SNAPSHOT, without consulting the busy timeout); contention from
+other processes is retried with bounded, jittered backoff; and one failing
+unit does not roll back the other callers' units in its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any
+
+from sqlite_worker import SqliteWorker  # type: ignore[import-untyped]
+
+from ..errors import QueueClosedError, StorageError
+from .errors import is_busy, is_transaction_fatal, translate
+
+LOGGER = logging.getLogger("task_queue.storage")
+
+UnitFn = Callable[..., Any]
+
+# Per-attempt wait inside SQLite's own busy handler. Short, because our loop
+# adds jitter between attempts and SQLite's handler is an unfair poll.
+_SQLITE_BUSY_MS = 25
+
+
+class Request:
+    """One unit of work and, once answered, its outcome.
+
+    Returned by :meth:`Engine.execute` as the "token" of sqlite-worker's API.
+    """
+
+    __slots__ = ("_event", "args", "error", "fn", "readonly", "result", "savepoint")
+
+    def __init__(
+        self, fn: UnitFn, args: tuple[Any, ...], *, readonly: bool, savepoint: bool
+    ) -> None:
+        self.fn = fn
+        self.args = args
+        self.readonly = readonly
+        self.savepoint = savepoint
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._event = threading.Event()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until answered; return the result or raise the error."""
+        if not self._event.wait(timeout):
+            raise TimeoutError("the storage engine did not answer in time")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def _answer(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result = result
+        self.error = error
+        self._event.set()
+
+
+_STOP = object()
+
+
+def _run_statement(conn: sqlite3.Connection, sql: str, params: Any) -> list[Any]:
+    cursor = conn.execute(sql, params)
+    # Rows of any statement that has them, RETURNING included, and before
+    # COMMIT: SQLite requires RETURNING rows to be stepped to completion.
+    return cursor.fetchall() if cursor.description is not None else []
+
+
+class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type hints
+    """A connection-owning thread that runs queued units in group commits."""
+
+    def __init__(
+        self,
+        file_name: str,
+        max_queue_size: int = 10_000,
+        execute_init: Iterable[str] = (),
+        max_count: int = 500,
+        *,
+        on_open: Callable[[sqlite3.Connection], None] | None = None,
+        busy_budget: float = 30.0,
+        thread_name: str = "task_queue-sqlite",
+    ) -> None:
+        # Read by the thread; must exist before the base class starts it.
+        self._ready = threading.Event()
+        self._opened = threading.Event()
+        self._open_error: BaseException | None = None
+        self._on_open = on_open
+        self._busy_budget = busy_budget
+        self._dead: BaseException | None = None
+        self._conn: sqlite3.Connection | None = None
+        init = tuple(execute_init)
+        # The base constructor starts the thread, then assigns execute_init
+        # and max_count; our _run() waits for _ready so it only ever sees
+        # the final values (fix 6).
+        super().__init__(
+            file_name, max_queue_size=max_queue_size, execute_init=init, max_count=max_count
+        )
+        self._thread.name = thread_name
+        self.execute_init = init
+        self.max_count = max(1, int(max_count))
+        self._ready.set()
+        self._opened.wait()
+        if self._open_error is not None:
+            self._thread.join()
+            raise self._open_error
+
+    # -- sqlite-worker's public API, fixed ----------------------------------
+    def execute(self, query: str, values: Sequence[Any] | dict[str, Any] | None = None) -> Request:
+        """Queue one statement; the returned token answers ``fetch_results()``."""
+        return self.submit(
+            _run_statement,
+            query,
+            values if values is not None else (),
+            readonly=False,
+            savepoint=False,
+        )
+
+    def fetch_results(self, token: Request | None) -> Any:
+        """Wait for the statement behind ``token``: its rows, or its exception."""
+        if token is None:
+            return None
+        return token.wait()
+
+    def close(self) -> None:
+        """Finish queued work, commit it, close the connection."""
+        if not self._close_event.is_set():
+            self._close_event.set()
+            self._put(_STOP)
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    # -- our extensions -------------------------------------------------------
+    def submit(
+        self, fn: UnitFn, *args: Any, readonly: bool = False, savepoint: bool = True
+    ) -> Request:
+        """Queue ``fn(conn, *args)`` to run in the engine thread.
+
+        ``readonly`` units alone in a batch run in a deferred transaction and
+        take no write lock. ``savepoint=False`` is for units with at most one
+        write statement: a failing statement is rolled back by SQLite itself,
+        so the savepoint would only cost time.
+        """
+        if self._close_event.is_set():
+            raise QueueClosedError("the TaskQueue is closed")
+        request = Request(fn, args, readonly=readonly, savepoint=savepoint)
+        self._put(request)
+        return request
+
+    def call(self, fn: UnitFn, *args: Any, readonly: bool = False, savepoint: bool = True) -> Any:
+        """Run ``fn(conn, *args)`` in the engine thread and return its result."""
+        return self.submit(fn, *args, readonly=readonly, savepoint=savepoint).wait()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._thread.is_alive())
+
+    def _put(self, item: object) -> None:
+        # A bounded queue gives back-pressure; never block forever on a dead thread.
+        while True:
+            if self._dead is not None:
+                raise QueueClosedError("the storage thread has stopped") from self._dead
+            try:
+                self._sql_queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    raise QueueClosedError("the storage thread has stopped") from None
+
+    # -- the thread -------------------------------------------------------------
+    def _run(self) -> None:
+        self._ready.wait()
+        try:
+            conn = self._open()
+        except BaseException as exc:
+            self._open_error = translate(exc, opening=True)
+            self._opened.set()
+            return
+        self._conn = conn
+        self._opened.set()
+        try:
+            self._process_queries()
+        except BaseException as exc:  # never leave a caller waiting forever
+            LOGGER.critical("storage thread crashed: %r", exc, exc_info=True)
+            self._dead = exc
+            self._fail_queued(StorageError(f"storage thread crashed: {exc!r}"))
+        finally:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                LOGGER.exception("closing the database failed")
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._file_name, isolation_level=None, check_same_thread=False, timeout=0
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+            on_open = self._on_open
+            if on_open is not None:
+                self._with_busy_retry(lambda: on_open(conn))
+            for statement in self.execute_init:
+                self._with_busy_retry(partial(conn.execute, statement))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _process_queries(self) -> None:
+        assert self._conn is not None
+        conn = self._conn
+        q = self._sql_queue
+        stop = False
+        while not stop:
+            first = q.get()
+            if first is _STOP:
+                break
+            batch: list[Request] = [first]
+            while len(batch) < self.max_count:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run_batch(conn, batch)
+        # Anything queued after the stop marker is refused, not lost silently.
+        self._fail_queued(QueueClosedError("the TaskQueue is closed"))
+
+    def _fail_queued(self, error: BaseException) -> None:
+        while True:
+            try:
+                item = self._sql_queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Request):
+                item._answer(error=error)
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
+        write = not all(r.readonly for r in batch)
+        while batch:
+            try:
+                self._with_busy_retry(lambda: conn.execute("BEGIN IMMEDIATE" if write else "BEGIN"))
+            except BaseException as exc:
+                error = translate(exc)
+                for r in batch:
+                    r._answer(error=error)
+                return
+            answers: list[tuple[Request, Any, BaseException | None]] = []
+            restart: list[Request] | None = None
+            single = len(batch) == 1
+            for index, request in enumerate(batch):
+                use_savepoint = request.savepoint and not single
+                try:
+                    if use_savepoint:
+                        conn.execute("SAVEPOINT unit")
+                    result = request.fn(conn, *request.args)
+                    if use_savepoint:
+                        conn.execute("RELEASE unit")
+                    answers.append((request, result, None))
+                except BaseException as exc:
+                    if not conn.in_transaction or is_transaction_fatal(exc):
+                        # SQLite rolled the whole transaction back (disk
+                        # full, I/O error): the units before this one are
+                        # gone too. Answer this one, run the rest again.
+                        if conn.in_transaction:
+                            conn.execute("ROLLBACK")
+                        request._answer(error=translate(exc))
+                        restart = [r for r, _, _ in answers] + batch[index + 1 :]
+                        break
+                    if use_savepoint:
+                        conn.execute("ROLLBACK TO unit")
+                        conn.execute("RELEASE unit")
+                    elif single:
+                        conn.execute("ROLLBACK")
+                        request._answer(error=translate(exc))
+                        return
+                    answers.append((request, None, translate(exc)))
+            if restart is not None:
+                batch = restart
+                continue
+            try:
+                self._with_busy_retry(lambda: conn.execute("COMMIT"))
+            except BaseException as exc:
+                error = translate(exc)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                for r, _, _ in answers:
+                    r._answer(error=error)
+                return
+            # Answer only now that the transaction is durable (fix 5).
+            for r, result, err in answers:
+                r._answer(result, err)
+            return
+
+    def _with_busy_retry(self, action: Callable[[], Any]) -> Any:
+        """Run ``action``; on SQLITE_BUSY retry with jittered backoff until the budget."""
+        deadline = time.monotonic() + self._busy_budget
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                attempt += 1
+                ceiling = min(0.1, 0.001 * (2 ** min(attempt, 10)))
+                time.sleep(min(remaining, random.uniform(0, ceiling)))

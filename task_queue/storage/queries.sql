@@ -1,0 +1,226 @@
+-- All SQL of the SQLite backend. Blocks are named by a line "-- name --"
+-- followed by a description; task_queue/storage/sql.py loads them once.
+-- Statements use only placeholders: nothing here is built from user input.
+
+-- schema_v1 --
+-- The first schema. Times are UTC epoch seconds (REAL).
+CREATE TABLE IF NOT EXISTS task_queue_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+-- AUTOINCREMENT: ids are never reused, even after purge(), so an id in a
+-- log line or a caller's hand always means the same task.
+CREATE TABLE IF NOT EXISTS tasks (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    name             TEXT    NOT NULL,
+    task_type        TEXT    NOT NULL CHECK (length(task_type) > 0),
+    payload          TEXT,
+    priority         INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 4),
+    status           TEXT    NOT NULL
+                     CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    worker_id        TEXT,
+    created_at       REAL    NOT NULL,
+    scheduled_at     REAL,
+    started_at       REAL,
+    completed_at     REAL,
+    max_retries      INTEGER NOT NULL CHECK (max_retries >= 0),
+    retry_count      INTEGER NOT NULL DEFAULT 0,
+    error_message    TEXT,
+    result           TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    run_at           REAL    NOT NULL,
+    lease_expires_at REAL,
+    claim_token      INTEGER,
+    timeout          REAL,
+    unique_key       TEXT,
+    error_traceback  TEXT
+);
+-- Per-status counts kept by triggers, so get_queue_stats() costs the same
+-- at a million rows as at ten.
+CREATE TABLE IF NOT EXISTS task_counts (
+    status TEXT PRIMARY KEY,
+    n      INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO task_counts (status, n) VALUES
+    ('pending', 0), ('running', 0), ('completed', 0), ('failed', 0), ('cancelled', 0);
+CREATE TRIGGER IF NOT EXISTS tasks_count_insert AFTER INSERT ON tasks
+BEGIN
+    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER IF NOT EXISTS tasks_count_update AFTER UPDATE OF status ON tasks
+WHEN OLD.status <> NEW.status
+BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
+    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER IF NOT EXISTS tasks_count_delete AFTER DELETE ON tasks
+BEGIN
+    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
+END;
+-- get_tasks_by_status(); rowid order within a status comes free.
+CREATE INDEX IF NOT EXISTS idx_tasks_status ON tasks (status);
+-- The claim query's index: its WHERE repeats this predicate literally and
+-- its ORDER BY is this column order, so a claim is one index seek however
+-- many finished rows the table holds.
+CREATE INDEX IF NOT EXISTS idx_tasks_claim ON tasks (priority DESC, run_at, id)
+    WHERE status = 'pending';
+-- Scheduled time: when is the next pending task due (idle workers sleep until then).
+CREATE INDEX IF NOT EXISTS idx_tasks_scheduled ON tasks (run_at) WHERE status = 'pending';
+-- Rescue: running tasks whose lease expired.
+CREATE INDEX IF NOT EXISTS idx_tasks_lease ON tasks (lease_expires_at) WHERE status = 'running';
+-- Idempotent enqueue: one live task per unique_key, across processes.
+CREATE UNIQUE INDEX IF NOT EXISTS idx_tasks_unique ON tasks (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'running');
+
+-- insert_task --
+-- Enqueue one task; returns no row when a live task already holds unique_key.
+INSERT INTO tasks (name, task_type, payload, priority, status, created_at, scheduled_at,
+                   max_retries, run_at, timeout, unique_key)
+VALUES (:name, :task_type, :payload, :priority, 'pending', :now, :scheduled_at,
+        :max_retries, :run_at, :timeout, :unique_key)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- find_live_unique --
+-- The live task holding a unique_key.
+SELECT id FROM tasks
+WHERE unique_key = :unique_key AND unique_key IS NOT NULL AND status IN ('pending', 'running');
+
+-- claim_any --
+-- Claim the best due tasks: highest priority, then earliest due, then
+-- oldest. One statement, so two claimers can never take the same row.
+UPDATE tasks
+SET status = 'running', worker_id = :worker_id, started_at = :now, attempts = attempts + 1,
+    lease_expires_at = :lease_expires_at, claim_token = :token
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE status = 'pending' AND run_at <= :now
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit)
+RETURNING *;
+
+-- claim_types --
+-- As claim_any, only for the task types in the JSON array :types.
+UPDATE tasks
+SET status = 'running', worker_id = :worker_id, started_at = :now, attempts = attempts + 1,
+    lease_expires_at = :lease_expires_at, claim_token = :token
+WHERE id IN (
+    SELECT id FROM tasks
+    WHERE status = 'pending' AND run_at <= :now
+      AND task_type IN (SELECT value FROM json_each(:types))
+    ORDER BY priority DESC, run_at, id
+    LIMIT :limit)
+RETURNING *;
+
+-- complete_task --
+-- Record success, only for the current holder of the claim (fencing).
+UPDATE tasks
+SET status = 'completed', result = :result, completed_at = :now, lease_expires_at = NULL
+WHERE id = :id AND claim_token = :token AND status = 'running'
+RETURNING id;
+
+-- held_retry_state --
+-- Retry bookkeeping of a task the caller still holds.
+SELECT retry_count, max_retries FROM tasks
+WHERE id = :id AND claim_token = :token AND status = 'running';
+
+-- fail_retry --
+-- A failed attempt with retries left: back to pending after the backoff.
+UPDATE tasks
+SET status = 'pending', retry_count = retry_count + 1, run_at = :run_at,
+    error_message = :error, error_traceback = :traceback, lease_expires_at = NULL
+WHERE id = :id AND claim_token = :token AND status = 'running';
+
+-- fail_final --
+-- A failed attempt with no retries left: the dead-letter set (status failed).
+UPDATE tasks
+SET status = 'failed', completed_at = :now, error_message = :error,
+    error_traceback = :traceback, lease_expires_at = NULL
+WHERE id = :id AND claim_token = :token AND status = 'running';
+
+-- release_task --
+-- Give a claimed task back unfinished (shutdown): pending again, and the
+-- attempt does not count.
+UPDATE tasks
+SET status = 'pending', attempts = max(attempts - 1, 0), worker_id = NULL,
+    lease_expires_at = NULL, started_at = NULL
+WHERE id = :id AND claim_token = :token AND status = 'running'
+RETURNING id;
+
+-- renew_leases --
+-- Heartbeat: extend the leases of claims still held; :claims is a JSON
+-- array of [id, token] pairs. Returns the ids renewed.
+UPDATE tasks
+SET lease_expires_at = :lease_expires_at
+FROM (SELECT json_extract(value, '$[0]') AS held_id, json_extract(value, '$[1]') AS held_token
+      FROM json_each(:claims)) AS held
+WHERE tasks.id = held.held_id AND tasks.claim_token = held.held_token
+  AND tasks.status = 'running'
+RETURNING tasks.id;
+
+-- rescue_expired --
+-- Running tasks whose lease expired (their worker died or hung): the lost
+-- attempt counts as a retry; pending again, or failed once retries are used.
+UPDATE tasks
+SET status = CASE WHEN retry_count < max_retries THEN 'pending' ELSE 'failed' END,
+    retry_count = CASE WHEN retry_count < max_retries THEN retry_count + 1 ELSE retry_count END,
+    completed_at = CASE WHEN retry_count < max_retries THEN NULL ELSE :now END,
+    run_at = :now,
+    error_message = 'lease expired: worker ' || coalesce(worker_id, '?')
+                    || ' stopped renewing it (crashed, killed or hung)',
+    lease_expires_at = NULL
+WHERE status = 'running' AND lease_expires_at < :now
+RETURNING id, status;
+
+-- cancel_task --
+-- Cancel a pending or running task. A running task's handler learns it at
+-- its next heartbeat; its late outcome is then fenced out by the status.
+UPDATE tasks
+SET status = 'cancelled', completed_at = :now, lease_expires_at = NULL
+WHERE id = :id AND status IN ('pending', 'running')
+RETURNING id;
+
+-- retry_task --
+-- A failed or cancelled task back to pending with a fresh retry budget.
+UPDATE tasks
+SET status = 'pending', retry_count = 0, run_at = :now, completed_at = NULL,
+    worker_id = NULL, lease_expires_at = NULL, claim_token = NULL
+WHERE id = :id AND status IN ('failed', 'cancelled')
+RETURNING id;
+
+-- get_task --
+-- One task by id.
+SELECT * FROM tasks WHERE id = :id;
+
+-- task_status --
+-- The status of one task (why a fenced update matched nothing).
+SELECT status FROM tasks WHERE id = :id;
+
+-- tasks_by_status --
+-- Newest first.
+SELECT * FROM tasks WHERE status = :status ORDER BY id DESC LIMIT :limit;
+
+-- counts --
+-- Tasks per status.
+SELECT status, n FROM task_counts;
+
+-- next_due --
+-- When the next pending task that is not yet due becomes due.
+SELECT min(run_at) FROM tasks WHERE status = 'pending' AND run_at > :now;
+
+-- due_by_type --
+-- Due pending tasks per type (to report types no worker handles).
+SELECT task_type, count(*) FROM tasks
+WHERE status = 'pending' AND run_at <= :now
+GROUP BY task_type;
+
+-- purge_finished --
+-- Delete up to :limit finished tasks of one status that finished before :before.
+DELETE FROM tasks WHERE id IN (
+    SELECT id FROM tasks
+    WHERE status = :status AND completed_at < :before
+    LIMIT :limit);
+
+-- data_version --
+-- Changes whenever another connection commits: a cheap "anything new?".
+PRAGMA data_version;

@@ -1,0 +1,141 @@
+"""Opening a database file safely, creating and migrating the schema.
+
+A file that is not ours is refused *before* anything could write to it:
+``sqlite3.connect()`` on a non-database succeeds and only the first query
+fails, and ``PRAGMA journal_mode=WAL`` on someone else's database would
+change its header. So: read the 16-byte header first, then look at the
+schema read-only, and only then set pragmas or create tables.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from ..errors import DatabaseOpenError, NotAQueueDatabaseError
+from .sql import QUERIES, split_statements
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: PRAGMA application_id of our files: b"TQue" read as a big-endian int.
+APPLICATION_ID = 0x54517565
+SCHEMA_VERSION = 1
+
+#: Migrations by the version they produce; MIGRATIONS[1] creates schema 1.
+MIGRATIONS: dict[int, str] = {1: "schema_v1"}
+
+#: The tasks table's columns in table order; rows map to Task by position.
+TASK_COLUMNS = (
+    "id", "name", "task_type", "payload", "priority", "status", "worker_id",
+    "created_at", "scheduled_at", "started_at", "completed_at", "max_retries",
+    "retry_count", "error_message", "result", "attempts", "run_at",
+    "lease_expires_at", "claim_token", "timeout", "unique_key", "error_traceback",
+)  # fmt: skip
+
+_OUR_TABLES = {"tasks", "task_queue_meta", "task_counts", "sqlite_sequence"}
+
+
+def prepare_file(path: str) -> None:
+    """Check the file before SQLite touches it; create a new one owner-only."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise DatabaseOpenError(f"cannot create {path!r}: directory {directory!r} does not exist")
+    try:
+        # O_EXCL: create it ourselves, 0600, if it does not exist yet.
+        # SQLite gives the -wal and -shm files the same mode.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise DatabaseOpenError(f"cannot create {path!r}: {exc}") from exc
+    if os.path.isdir(path):
+        raise DatabaseOpenError(f"{path!r} is a directory, not a database file")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise DatabaseOpenError(f"cannot read {path!r}: {exc}") from exc
+    if header and header != SQLITE_HEADER:
+        raise NotAQueueDatabaseError(f"{path!r} is not a SQLite database; left untouched")
+
+
+def open_database(conn: sqlite3.Connection, *, synchronous: str) -> None:
+    """Runs in the engine thread when the connection opens."""
+    app_id, tables = _inspect(conn)
+    if app_id not in (0, APPLICATION_ID):
+        raise NotAQueueDatabaseError(
+            f"this SQLite file belongs to another application (application_id={app_id:#x}); "
+            "left untouched"
+        )
+    if app_id == 0 and tables - {"sqlite_sequence"}:
+        raise NotAQueueDatabaseError(
+            "this SQLite file holds tables of another application "
+            f"({', '.join(sorted(tables))}); left untouched"
+        )
+    # The file is ours or empty: now it is safe to change it.
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise DatabaseOpenError(f"could not switch the database to WAL mode (got {mode!r})")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    # Bound the WAL left behind after checkpoints (64 MiB).
+    conn.execute("PRAGMA journal_size_limit = 67108864")
+    conn.execute("PRAGMA foreign_keys = ON")
+    _migrate(conn)
+    _check_columns(conn)
+
+
+def _inspect(conn: sqlite3.Connection) -> tuple[int, set[str]]:
+    try:
+        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise NotAQueueDatabaseError(
+            f"not a usable SQLite database: {exc}; left untouched"
+        ) from exc
+    return app_id, {row[0] for row in rows}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock: another process may have just
+        # created the schema.
+        app_id, tables = _inspect(conn)
+        version = 0
+        if "task_queue_meta" in tables:
+            row = conn.execute(
+                "SELECT value FROM task_queue_meta WHERE key = 'schema_version'"
+            ).fetchone()
+            version = int(row[0]) if row else 0
+        elif app_id == APPLICATION_ID:
+            raise NotAQueueDatabaseError("task_queue file without its meta table: damaged")
+        if version > SCHEMA_VERSION:
+            raise NotAQueueDatabaseError(
+                f"the database has schema version {version}, newer than this library "
+                f"understands ({SCHEMA_VERSION}); upgrade task_queue"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in split_statements(QUERIES[MIGRATIONS[target]]):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO task_queue_meta (key, value) VALUES ('schema_version', ?)",
+                (str(target),),
+            )
+        if app_id != APPLICATION_ID:
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _check_columns(conn: sqlite3.Connection) -> None:
+    columns = tuple(row[1] for row in conn.execute("PRAGMA table_info(tasks)"))
+    if columns != TASK_COLUMNS:
+        raise NotAQueueDatabaseError(
+            f"the tasks table has unexpected columns {columns}; refusing to use it"
+        )

@@ -1,0 +1,113 @@
+"""The task record and its two enums.
+
+A :class:`Task` is an immutable snapshot of one row, taken when it was read.
+It answers ``task['id']`` as well as ``task.id`` so code written for the
+dict-returning example in seed.md runs unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from enum import Enum, IntEnum
+from typing import Any
+
+
+class TaskPriority(IntEnum):
+    """Higher runs first. Stored as its integer value."""
+
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+class TaskStatus(str, Enum):
+    """Lifecycle: pending -> running -> completed | failed; pending/running -> cancelled.
+
+    A str subclass, so ``stats['pending']`` and ``status == 'pending'`` work.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    """One task as stored. Times are UTC epoch seconds (float) or None."""
+
+    #: Unique id, assigned at enqueue, never reused.
+    id: int
+    #: Human-readable label.
+    name: str
+    #: Selects the handler.
+    task_type: str
+    #: The JSON payload handed to the handler (None when enqueued without one).
+    payload: Any
+    #: Higher runs first.
+    priority: TaskPriority
+    status: TaskStatus
+    #: Who holds (or last held) the claim.
+    worker_id: str | None
+    created_at: float
+    #: When the caller asked it to run (None: as soon as possible).
+    scheduled_at: float | None
+    #: Start of the current or last attempt.
+    started_at: float | None
+    #: When it reached completed, failed or cancelled.
+    completed_at: float | None
+    #: Retries allowed after the first attempt.
+    max_retries: int
+    #: Retries used so far.
+    retry_count: int
+    error_message: str | None
+    #: The handler's JSON result once completed.
+    result: Any
+    #: Attempts started (claims that ran or were lost to a crash).
+    attempts: int = 0
+    #: Earliest time the task may be claimed (scheduled time or retry backoff).
+    run_at: float = 0.0
+    #: When the current claim expires unless renewed by a heartbeat.
+    lease_expires_at: float | None = None
+    #: Fencing token of the current claim; state changes must present it.
+    claim_token: int | None = None
+    #: Seconds an attempt may run before it is timed out (None: no limit).
+    timeout: float | None = None
+    #: Idempotency key: one live (pending or running) task per key.
+    unique_key: str | None = None
+    #: Formatted traceback of the last failure, when there was one.
+    error_traceback: str | None = None
+
+    # -- read-only mapping access, for seed.md's task['id'] style ----------
+    def __getitem__(self, key: str) -> Any:
+        if key not in _FIELD_NAMES:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in _FIELD_NAMES
+
+    def keys(self) -> tuple[str, ...]:
+        return _FIELD_NAMES
+
+    def __iter__(self) -> Iterator[str]:
+        # Iterating yields keys, as a dict would; dict(task) works.
+        return iter(_FIELD_NAMES)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in _FIELD_NAMES else default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
+
+
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Task))

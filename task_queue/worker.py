@@ -1,0 +1,673 @@
+"""Worker: a pool of threads that claim tasks and run their handlers.
+
+Threads of one Worker:
+
+* executors (``concurrency`` of them) run handlers, one task at a time;
+* the dispatcher claims tasks in batches for idle executors, renews leases
+  (heartbeat), enforces timeouts, rescues expired leases, reaps the
+  outcomes the executors queued, and reports task types nobody handles.
+
+Executors never wait for their outcome to commit: they queue it to the
+storage engine (which commits it in the next group commit, together with
+other threads' outcomes and the next claim) and take the next task. No
+outcome is reported to anyone before it is committed.
+
+Timeouts, in layers (README "Timeouts" says the same):
+
+1. cooperative: the handler's ``current_task()`` context is flagged
+   ``cancelled`` and ``check()`` raises; works everywhere, if the handler looks;
+2. an asynchronous ``TaskTimeout`` raised in the executor thread; it
+   interrupts Python code (loops, ``time.sleep`` in slices of Python) but not
+   a call blocked in C (a socket read, a C extension);
+3. after ``timeout_grace`` more seconds the attempt is recorded as timed out
+   (retry or fail), the thread is abandoned and replaced so the pool keeps
+   its capacity, and whatever the stuck thread returns later is discarded
+   (and would be fenced out by the database anyway).
+
+Shutdown order (``stop(timeout)``), and why:
+
+1. stop claiming, so nothing new starts;
+2. release the prefetched tasks nobody started: they go back to pending at
+   once, without using a retry, for other workers to take;
+3. wait up to ``timeout`` for running handlers;
+4. release what is still running (pending again, no retry used) and flag
+   its handlers cancelled, so nothing is left "running" in the database;
+5. wait for queued outcomes to commit, keeping leases renewed meanwhile;
+6. stop the dispatcher.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import dataclasses
+import itertools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from .context import TaskContext, _set_current
+from .errors import PayloadError, ReadOnlyDatabaseError, StorageError, TaskTimeout
+from .payload import encode
+from .queue import TaskQueue
+from .registry import TASK_HANDLERS, HandlerRegistry
+from .storage.base import Claim, Pending
+from .task import Task
+
+LOGGER = logging.getLogger("task_queue.worker")
+_names = itertools.count(1)
+
+
+def _async_raise(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    """Raise ``exc_type`` in another thread at its next bytecode (None clears)."""
+    exc = ctypes.py_object(exc_type) if exc_type is not None else None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), exc)
+
+
+@dataclasses.dataclass(eq=False)
+class _Slot:
+    """One executor thread."""
+
+    index: int
+    thread: threading.Thread | None = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    current: _Running | None = None
+    in_handler: bool = False
+    abandoned: bool = False
+
+
+@dataclasses.dataclass(eq=False)
+class _Running:
+    task: Task
+    claim: Claim
+    ctx: TaskContext
+    slot: _Slot
+    timeout: float | None
+    timeout_fired_at: float | None = None
+
+
+@dataclasses.dataclass(eq=False)
+class _Outcome:
+    """An outcome queued to storage, not yet known to be committed."""
+
+    claim: Claim
+    kind: str  # "complete" or "fail"
+    pending: Pending
+    resubmit: Any  # () -> Pending, to retry after a storage error
+    retry_at: float = 0.0
+    tries: int = 1
+
+
+class _WorkSignal:
+    """Registered with the TaskQueue: an in-process enqueue wakes the dispatcher."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    def set(self) -> None:
+        self._worker._maybe_more = True
+        self._worker._wake.set()
+
+
+class Worker:
+    """Runs handlers for tasks of ``queue`` in ``concurrency`` threads."""
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        handlers: HandlerRegistry | dict[str, Any] | None = None,
+        concurrency: int = 4,
+        name: str | None = None,
+        *,
+        poll_interval: float = 0.05,
+        prefetch: int | None = None,
+        heartbeat_interval: float | None = None,
+        rescue_interval: float | None = None,
+        drain_timeout: float | None = 30.0,
+        timeout_grace: float = 5.0,
+        idle_report_interval: float = 60.0,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        if not poll_interval > 0:
+            raise ValueError("poll_interval must be > 0")
+        self.queue = queue
+        if handlers is None:
+            handlers = TASK_HANDLERS
+        elif not isinstance(handlers, HandlerRegistry):
+            registry = HandlerRegistry()
+            for task_type, fn in handlers.items():
+                registry[task_type] = fn
+            handlers = registry
+        self.handlers: HandlerRegistry = handlers
+        self.concurrency = concurrency
+        self.name = name or f"Worker-{next(_names)}"
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{self.name}"
+        self.poll_interval = poll_interval
+        self.prefetch = concurrency if prefetch is None else max(0, prefetch)
+        lease = queue.lease_seconds
+        self.heartbeat_interval = heartbeat_interval or lease / 3
+        self.rescue_interval = rescue_interval or min(max(lease / 4, 0.05), 5.0)
+        self.drain_timeout = drain_timeout
+        self.timeout_grace = timeout_grace
+        self.idle_report_interval = idle_report_interval
+        self._monotonic = queue.clock.monotonic
+
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._signal = _WorkSignal(self)
+        self._buffer: collections.deque[Task] = collections.deque()
+        self._running: dict[int, _Running] = {}
+        self._outcomes: list[_Outcome] = []
+        self._slots: list[_Slot] = []
+        self._dispatcher: threading.Thread | None = None
+        self._maybe_more = True
+        self._started = False
+        self._stopping = False
+        self._finished = threading.Event()
+        self._force = False
+        self.processed = 0
+        self.failed = 0
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> Worker:
+        if self._started:
+            raise RuntimeError(f"{self.name} was already started")
+        if not self.handlers:
+            LOGGER.warning("%s has no handlers; it will claim nothing", self.name)
+        # Refuse to start on a database we cannot write (instead of looping).
+        try:
+            self.queue.rescue_expired()
+        except ReadOnlyDatabaseError:
+            raise
+        self._started = True
+        self.queue.add_listener(self._signal)
+        for index in range(self.concurrency):
+            self._start_slot(index)
+        self._dispatcher = threading.Thread(
+            target=self._dispatch_loop, name=f"{self.name}-dispatcher", daemon=True
+        )
+        self._dispatcher.start()
+        LOGGER.info(
+            "%s started: %d threads, types %s", self.name, self.concurrency, sorted(self.handlers)
+        )
+        return self
+
+    def _start_slot(self, index: int) -> _Slot:
+        slot = _Slot(index)
+        slot.thread = threading.Thread(
+            target=self._executor_loop, args=(slot,), name=f"{self.name}-{index + 1}", daemon=True
+        )
+        with self._lock:
+            self._slots.append(slot)
+        slot.thread.start()
+        return slot
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming, wait up to ``timeout`` for running tasks, give the
+        rest back to pending (without using a retry), then return. After it
+        returns, none of this worker's tasks is left running."""
+        if not self._started or self._finished.is_set():
+            return
+        deadline = None if timeout is None else self._monotonic() + timeout
+        with self._cond:
+            already = self._stopping
+            self._stopping = True
+            buffered = list(self._buffer)
+            self._buffer.clear()
+            self._cond.notify_all()
+        self._wake.set()
+        if already:
+            self._finished.wait()
+            return
+        self.queue.remove_listener(self._signal)
+        self._release([(t.id, t.claim_token or 0) for t in buffered], "not started")
+        # Wait for running handlers.
+        with self._cond:
+            while self._running and not self._force:
+                remaining = None if deadline is None else deadline - self._monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._cond.wait(0.05 if remaining is None else min(remaining, 0.05))
+            leftover = list(self._running.values())
+            for rec in leftover:
+                rec.slot.abandoned = True
+                rec.ctx.cancel("shutdown")
+            self._running.clear()
+        if leftover:
+            LOGGER.warning(
+                "%s: %d task(s) still running at the drain deadline; giving them back",
+                self.name,
+                len(leftover),
+            )
+            self._release([rec.claim for rec in leftover], "drain deadline")
+        self._flush_outcomes()
+        self._finished.set()
+        self._wake.set()
+        if self._dispatcher is not None:
+            self._dispatcher.join()
+        for slot in list(self._slots):
+            if slot.thread is not None and not slot.abandoned:
+                slot.thread.join(timeout=1.0)
+        LOGGER.info(
+            "%s stopped (%d completed, %d failed attempts)", self.name, self.processed, self.failed
+        )
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has stopped; True if it has."""
+        return self._finished.wait(timeout)
+
+    def run(self) -> None:
+        """Start and block until stopped. From the main thread, SIGINT and
+        SIGTERM drain gracefully (up to ``drain_timeout``); a second signal
+        gives the running tasks back at once."""
+        in_main = threading.current_thread() is threading.main_thread()
+        requested = threading.Event()
+        previous: dict[signal.Signals, Any] = {}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if requested.is_set():
+                self._force = True
+                with self._cond:
+                    self._cond.notify_all()
+            LOGGER.info("%s: received signal %d, stopping", self.name, signum)
+            requested.set()
+
+        if in_main:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            self.start()
+            while not requested.wait(0.2) and not self._finished.is_set():
+                pass
+            self.stop(self.drain_timeout)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(self.drain_timeout)
+
+    # -- executors ---------------------------------------------------------------
+    def _executor_loop(self, slot: _Slot) -> None:
+        while True:
+            with self._cond:
+                while not self._buffer and not self._stopping:
+                    self._cond.wait()
+                if not self._buffer:
+                    return
+                task = self._buffer.popleft()
+            self._wake.set()  # a prefetch slot freed up
+            try:
+                self._execute(slot, task)
+            except BaseException:  # pragma: no cover - bookkeeping must not kill the thread
+                LOGGER.exception("%s: internal error around task %d", self.name, task.id)
+            if slot.abandoned:
+                return
+
+    def _execute(self, slot: _Slot, task: Task) -> None:
+        fn = self.handlers.get(task.task_type)
+        options = self.handlers.options(task.task_type)
+        timeout = task.timeout if task.timeout is not None else options.timeout
+        started = self._monotonic()
+        ctx = TaskContext(task, None if timeout is None else started + timeout, self._monotonic)
+        claim: Claim = (task.id, task.claim_token or 0)
+        rec = _Running(task, claim, ctx, slot, timeout)
+        with self._cond:
+            self._running[task.id] = rec
+        error: BaseException | None = None
+        result: Any = None
+        LOGGER.debug("%s: task %d (%r) started", self.name, task.id, task.name)
+        _set_current(ctx)
+        try:
+            try:
+                with slot.lock:
+                    slot.current = rec
+                    slot.in_handler = True
+                if fn is None:
+                    raise LookupError(f"no handler registered for task type {task.task_type!r}")
+                result = fn(task.payload)
+            finally:
+                with slot.lock:
+                    slot.in_handler = False
+                    slot.current = None
+                # A TaskTimeout scheduled just as the handler returned must
+                # not hit our bookkeeping below.
+                _async_raise(threading.get_ident(), None)
+        except BaseException as exc:  # SystemExit etc. from handler code too
+            error = exc
+        finally:
+            _set_current(None)
+        with self._cond:
+            still_ours = self._running.pop(task.id, None) is rec and not slot.abandoned
+            self._cond.notify_all()
+        elapsed = self._monotonic() - started
+        if not still_ours:
+            LOGGER.info(
+                "%s: task %d finished after it was given up; outcome discarded", self.name, task.id
+            )
+            return
+        if ctx.cancelled and ctx.reason in ("cancelled", "lost"):
+            LOGGER.info(
+                "%s: task %d was cancelled or lost its claim; outcome discarded", self.name, task.id
+            )
+            self._wake.set()
+            return
+        if error is None:
+            try:
+                encoded = encode(result, what="result", max_bytes=self.queue.max_payload_bytes)
+            except PayloadError as exc:
+                error = exc
+        if error is None:
+            LOGGER.info(
+                "%s: task %d (%r) completed in %.3fs", self.name, task.id, task.name, elapsed
+            )
+            self._submit(claim, "complete", lambda: self.queue._complete_nowait(claim, encoded))
+            self.processed += 1
+        else:
+            if isinstance(error, TaskTimeout) or (ctx.cancelled and ctx.reason == "timeout"):
+                error = TaskTimeout(f"task {task.id} timed out after {timeout}s")
+            self._record_failure(rec, error, elapsed)
+        self._wake.set()
+
+    def _record_failure(self, rec: _Running, error: BaseException, elapsed: float) -> None:
+        task = rec.task
+        options = self.handlers.options(task.task_type)
+        failure = self.queue.make_failure(
+            error, retry_policy=options.retry_policy, max_retries=options.max_retries
+        )
+        LOGGER.warning(
+            "%s: task %d (%r) failed after %.3fs: %s",
+            self.name,
+            task.id,
+            task.name,
+            elapsed,
+            failure.error,
+        )
+        self.failed += 1
+        claim = rec.claim
+        self._submit(claim, "fail", lambda: self.queue._fail_nowait(claim, failure))
+
+    def _submit(self, claim: Claim, kind: str, make: Any) -> None:
+        try:
+            pending = make()
+        except StorageError as exc:
+            pending = _Failed(exc)
+        with self._lock:
+            self._outcomes.append(_Outcome(claim, kind, pending, make))
+
+    # -- dispatcher --------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        now = self._monotonic()
+        next_heartbeat = now + self.heartbeat_interval
+        next_rescue = now
+        next_poll = now
+        next_report = now + self.idle_report_interval
+        next_due: float | None = None  # epoch seconds
+        seen_version: int | None = None
+        backoff = 0.0
+        while not self._finished.is_set():
+            self._wake.clear()
+            now = self._monotonic()
+            try:
+                self._reap_outcomes(now)
+                self._check_timeouts(now)
+                if now >= next_heartbeat:
+                    self._heartbeat()
+                    next_heartbeat = now + self.heartbeat_interval
+                if self._stopping:
+                    self._wake.wait(0.05)
+                    continue
+                if now >= next_rescue:
+                    if self.queue.rescue_expired():
+                        self._maybe_more = True
+                    next_rescue = now + self.rescue_interval
+                if now >= next_poll:
+                    version = self.queue.data_version()
+                    if version != seen_version:
+                        seen_version = version
+                        self._maybe_more = True
+                    next_poll = now + self.poll_interval
+                if next_due is not None and self.queue.clock.time() >= next_due:
+                    self._maybe_more = True
+                    next_due = None
+                free = self._free_capacity()
+                if free > 0 and self._maybe_more:
+                    got = self._claim(free)
+                    if got < free:
+                        self._maybe_more = False
+                        next_due = self.queue.next_due()
+                    continue  # re-evaluate at once: more may be claimable
+                if now >= next_report and free == self.concurrency + self.prefetch:
+                    self._report_unhandled()
+                    next_report = now + self.idle_report_interval
+                backoff = 0.0
+            except StorageError as exc:
+                backoff = min(5.0, max(0.05, backoff * 2))
+                LOGGER.warning("%s: storage error, retrying in %.2fs: %s", self.name, backoff, exc)
+                self._wake.wait(backoff)
+                continue
+            except Exception:  # pragma: no cover - keep the dispatcher alive
+                LOGGER.exception("%s: dispatcher error", self.name)
+                self._wake.wait(1.0)
+                continue
+            wait = min(next_poll, next_heartbeat, next_rescue) - self._monotonic()
+            if self._outcomes or self._running_with_deadline():
+                wait = min(wait, 0.05)
+            if next_due is not None:
+                wait = min(wait, next_due - self.queue.clock.time())
+            self._wake.wait(max(0.0, wait))
+
+    def _free_capacity(self) -> int:
+        with self._lock:
+            in_hand = len(self._buffer) + len(self._running)
+        free = self.concurrency + self.prefetch - in_hand
+        # Claim in batches once the buffer runs low, but never leave an
+        # executor idle while tasks could be claimed.
+        if free <= 0:
+            return 0
+        if len(self._buffer) == 0 or free >= max(1, (self.concurrency + self.prefetch) // 2):
+            return free
+        return 0
+
+    def _claim(self, limit: int) -> int:
+        types = list(self.handlers)
+        if not types:
+            return limit  # nothing to claim; don't spin
+        tasks = self.queue.claim(limit, worker_id=self.worker_id, task_types=types)
+        if tasks:
+            with self._cond:
+                if self._stopping:
+                    late = tasks
+                else:
+                    self._buffer.extend(tasks)
+                    late = []
+                    self._cond.notify(len(tasks))
+            if late:
+                self._release([(t.id, t.claim_token or 0) for t in late], "claimed during stop")
+        return len(tasks)
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            claims = [(t.id, t.claim_token or 0) for t in self._buffer]
+            claims += [rec.claim for rec in self._running.values()]
+            claims += [o.claim for o in self._outcomes]
+        if not claims:
+            return
+        lease_until = self.queue.clock.time() + self.queue.lease_seconds
+        renewed = self.queue.storage.renew(claims, lease_until)
+        lost = {c[0] for c in claims} - renewed
+        if not lost:
+            return
+        with self._cond:
+            for rec in self._running.values():
+                if rec.task.id in lost:
+                    status = self.queue.get_task(rec.task.id)
+                    cancelled = status is not None and status.status == "cancelled"
+                    rec.ctx.cancel("cancelled" if cancelled else "lost")
+            kept = [t for t in self._buffer if t.id not in lost]
+            self._buffer.clear()
+            self._buffer.extend(kept)
+        LOGGER.warning(
+            "%s: %d claim(s) no longer held (cancelled or rescued): %s",
+            self.name,
+            len(lost),
+            sorted(lost),
+        )
+
+    def _running_with_deadline(self) -> bool:
+        with self._lock:
+            return any(rec.timeout is not None for rec in self._running.values())
+
+    def _check_timeouts(self, now: float) -> None:
+        with self._lock:
+            records = [r for r in self._running.values() if r.ctx.deadline is not None]
+        for rec in records:
+            assert rec.ctx.deadline is not None
+            if now < rec.ctx.deadline:
+                continue
+            slot = rec.slot
+            if rec.timeout_fired_at is None:
+                rec.timeout_fired_at = now
+                rec.ctx.cancel("timeout")
+                with slot.lock:
+                    if slot.current is rec and slot.in_handler and slot.thread is not None:
+                        assert slot.thread.ident is not None
+                        _async_raise(slot.thread.ident, TaskTimeout)
+                LOGGER.warning(
+                    "%s: task %d ran past its %ss timeout; interrupting it",
+                    self.name,
+                    rec.task.id,
+                    rec.timeout,
+                )
+            elif now >= rec.timeout_fired_at + self.timeout_grace:
+                with self._cond:
+                    if self._running.get(rec.task.id) is not rec:
+                        continue
+                    del self._running[rec.task.id]
+                    slot.abandoned = True
+                    self._slots.remove(slot)
+                LOGGER.error(
+                    "%s: task %d did not stop %ss after its timeout (blocked in C?); "
+                    "recording it as timed out and replacing its thread",
+                    self.name,
+                    rec.task.id,
+                    self.timeout_grace,
+                )
+                error = TaskTimeout(
+                    f"task {rec.task.id} timed out after {rec.timeout}s and did not stop"
+                )
+                self._record_failure(rec, error, now - rec.ctx.deadline + (rec.timeout or 0))
+                if not self._stopping:
+                    self._start_slot(slot.index)
+
+    def _reap_outcomes(self, now: float) -> None:
+        with self._lock:
+            outcomes = list(self._outcomes)
+        if not outcomes:
+            return
+        done: list[_Outcome] = []
+        for outcome in outcomes:
+            if not outcome.pending.done() or now < outcome.retry_at:
+                continue
+            try:
+                recorded = outcome.pending.wait(0)
+            except StorageError as exc:
+                # Our own bookkeeping write failed (disk full, busy): the
+                # task is not at fault. Try again later; the lease is kept
+                # renewed meanwhile.
+                outcome.tries += 1
+                outcome.retry_at = now + min(5.0, 0.05 * 2 ** min(outcome.tries, 7))
+                LOGGER.warning(
+                    "%s: recording %s of task %d failed (%s); retrying",
+                    self.name,
+                    outcome.kind,
+                    outcome.claim[0],
+                    exc,
+                )
+                try:
+                    outcome.pending = outcome.resubmit()
+                except StorageError as again:
+                    outcome.pending = _Failed(again)
+                continue
+            except Exception:
+                LOGGER.exception(
+                    "%s: recording %s of task %d failed", self.name, outcome.kind, outcome.claim[0]
+                )
+                recorded = False
+            if not recorded:
+                LOGGER.warning(
+                    "%s: %s of task %d not recorded: the claim was no longer held",
+                    self.name,
+                    outcome.kind,
+                    outcome.claim[0],
+                )
+            done.append(outcome)
+        if done:
+            with self._lock:
+                self._outcomes = [o for o in self._outcomes if o not in done]
+
+    def _flush_outcomes(self) -> None:
+        # Keep reaping (and retrying) until every queued outcome committed.
+        while True:
+            with self._lock:
+                if not self._outcomes:
+                    return
+                pendings = [o.pending for o in self._outcomes]
+            for p in pendings:
+                with contextlib.suppress(Exception):  # reaped (and retried) below
+                    p.wait(1.0)
+            self._reap_outcomes(self._monotonic())
+            time.sleep(0.001)
+
+    def _release(self, claims: list[Claim], why: str) -> None:
+        if not claims:
+            return
+        try:
+            released = self.queue.storage.release(claims)
+        except StorageError as exc:
+            LOGGER.error(
+                "%s: could not give back %d task(s) (%s): they return to pending when "
+                "their lease expires",
+                self.name,
+                len(claims),
+                exc,
+            )
+            return
+        LOGGER.info("%s: gave back %d task(s) (%s)", self.name, len(released), why)
+
+    def _report_unhandled(self) -> None:
+        due = self.queue.pending_by_type()
+        missing = {t: n for t, n in due.items() if t not in self.handlers}
+        if missing:
+            LOGGER.warning(
+                "%s: due tasks wait for handlers this worker does not have: %s",
+                self.name,
+                ", ".join(f"{t!r}: {n}" for t, n in sorted(missing.items())),
+            )
+
+    def __repr__(self) -> str:
+        return f"Worker({self.name!r}, concurrency={self.concurrency})"
+
+
+class _Failed:
+    """A Pending that already failed to be submitted."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def done(self) -> bool:
+        return True
+
+    def wait(self, timeout: float | None = None) -> Any:
+        raise self.error
