@@ -86,6 +86,11 @@ class Task:
     unique_key: str | None = None
     #: Formatted traceback of the last failure, when there was one.
     error_traceback: str | None = None
+    #: Host (and PID namespace) of the process holding the claim.
+    owner_host: str | None = None
+    #: PID of the process holding the claim: if it is gone, the task is
+    #: rescued at once instead of when its lease expires.
+    owner_pid: int | None = None
 
     # -- read-only mapping access, for seed.md's task['id'] style ----------
     def __getitem__(self, key: str) -> Any:

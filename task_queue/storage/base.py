@@ -70,7 +70,10 @@ class Storage(Protocol):
         token: int,
         rescue: bool,
     ) -> list[Task]:
-        """Atomically take up to ``limit`` due tasks (after rescuing expired leases)."""
+        """Atomically take up to ``limit`` due tasks (after rescuing expired leases).
+
+        The claim records this process (host and PID) as its owner.
+        """
         ...
 
     def complete(self, claim: Claim, result: str | None, now: float) -> bool:
@@ -95,8 +98,12 @@ class Storage(Protocol):
         """Extend leases still held; return the ids renewed."""
         ...
 
-    def rescue(self, now: float) -> int:
-        """Expired leases back to pending (or failed); how many."""
+    def rescue(self, now: float, *, dead_owners: bool = True) -> int:
+        """Expired leases back to pending (or failed); how many.
+
+        With ``dead_owners``, claims held by processes on this host that no
+        longer exist count as expired too.
+        """
         ...
 
     def cancel(self, task_id: int, now: float) -> bool: ...

@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     claim_token      INTEGER,
     timeout          REAL,
     unique_key       TEXT,
-    error_traceback  TEXT
+    error_traceback  TEXT,
+    owner_host       TEXT,
+    owner_pid        INTEGER
 );
 -- Per-status counts kept by triggers, so get_queue_stats() costs the same
 -- at a million rows as at ten.
@@ -91,7 +93,8 @@ WHERE unique_key = :unique_key AND unique_key IS NOT NULL AND status IN ('pendin
 -- oldest. One statement, so two claimers can never take the same row.
 UPDATE tasks
 SET status = 'running', worker_id = :worker_id, started_at = :now, attempts = attempts + 1,
-    lease_expires_at = :lease_expires_at, claim_token = :token
+    lease_expires_at = :lease_expires_at, claim_token = :token,
+    owner_host = :owner_host, owner_pid = :owner_pid
 WHERE id IN (
     SELECT id FROM tasks
     WHERE status = 'pending' AND run_at <= :now
@@ -103,7 +106,8 @@ RETURNING *;
 -- As claim_any, only for the task types in the JSON array :types.
 UPDATE tasks
 SET status = 'running', worker_id = :worker_id, started_at = :now, attempts = attempts + 1,
-    lease_expires_at = :lease_expires_at, claim_token = :token
+    lease_expires_at = :lease_expires_at, claim_token = :token,
+    owner_host = :owner_host, owner_pid = :owner_pid
 WHERE id IN (
     SELECT id FROM tasks
     WHERE status = 'pending' AND run_at <= :now
@@ -166,11 +170,22 @@ SET status = CASE WHEN retry_count < max_retries THEN 'pending' ELSE 'failed' EN
     retry_count = CASE WHEN retry_count < max_retries THEN retry_count + 1 ELSE retry_count END,
     completed_at = CASE WHEN retry_count < max_retries THEN NULL ELSE :now END,
     run_at = :now,
-    error_message = 'lease expired: worker ' || coalesce(worker_id, '?')
-                    || ' stopped renewing it (crashed, killed or hung)',
+    error_message = 'claim lost: worker ' || coalesce(worker_id, '?')
+                    || ' died or stopped renewing its lease',
     lease_expires_at = NULL
 WHERE status = 'running' AND lease_expires_at < :now
 RETURNING id, status;
+
+-- local_owners --
+-- Processes on this host holding running tasks (to find dead ones fast).
+SELECT DISTINCT owner_pid FROM tasks
+WHERE status = 'running' AND owner_host = :owner_host AND owner_pid IS NOT NULL;
+
+-- expire_owner --
+-- The process holding these claims is gone: end their leases now so
+-- rescue_expired takes them without waiting out the lease.
+UPDATE tasks SET lease_expires_at = :expired
+WHERE status = 'running' AND owner_host = :owner_host AND owner_pid = :owner_pid;
 
 -- cancel_task --
 -- Cancel a pending or running task. A running task's handler learns it at

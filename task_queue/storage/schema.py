@@ -29,6 +29,7 @@ TASK_COLUMNS = (
     "created_at", "scheduled_at", "started_at", "completed_at", "max_retries",
     "retry_count", "error_message", "result", "attempts", "run_at",
     "lease_expires_at", "claim_token", "timeout", "unique_key", "error_traceback",
+    "owner_host", "owner_pid",
 )  # fmt: skip
 
 _OUR_TABLES = {"tasks", "task_queue_meta", "task_counts", "sqlite_sequence"}

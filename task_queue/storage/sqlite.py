@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
+from ..owner import host_id, pid_alive
 from ..payload import decode
 from ..task import Task, TaskPriority, TaskStatus
 from .base import Claim, Failure, NewTask, Pending
@@ -24,7 +25,8 @@ def task_from_row(row: Sequence[Any]) -> Task:
     """The one place a row becomes a Task (column order: TASK_COLUMNS)."""
     (id_, name, task_type, payload, priority, status, worker_id, created_at, scheduled_at,
      started_at, completed_at, max_retries, retry_count, error_message, result, attempts,
-     run_at, lease_expires_at, claim_token, timeout, unique_key, error_traceback) = row  # fmt: skip
+     run_at, lease_expires_at, claim_token, timeout, unique_key, error_traceback, owner_host,
+     owner_pid) = row  # fmt: skip
     return Task(
         id=id_, name=name, task_type=task_type, payload=decode(payload),
         priority=TaskPriority(priority), status=TaskStatus(status), worker_id=worker_id,
@@ -33,6 +35,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
         error_message=error_message, result=decode(result), attempts=attempts,
         run_at=run_at, lease_expires_at=lease_expires_at, claim_token=claim_token,
         timeout=timeout, unique_key=unique_key, error_traceback=error_traceback,
+        owner_host=owner_host, owner_pid=owner_pid,
     )  # fmt: skip
 
 
@@ -60,7 +63,7 @@ def _enqueue(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float) -> 
 
 def _claim(conn: sqlite3.Connection, params: dict[str, Any], rescue: bool) -> list[Task]:
     if rescue:
-        conn.execute(Q["rescue_expired"], {"now": params["now"]}).fetchall()
+        _rescue(conn, params["now"], True)
     query = Q["claim_any"] if params.get("types") is None else Q["claim_types"]
     rows = conn.execute(query, params).fetchall()
     tasks = [task_from_row(r) for r in rows]
@@ -113,7 +116,14 @@ def _renew(conn: sqlite3.Connection, claims: Sequence[Claim], expires: float) ->
     return {int(r[0]) for r in conn.execute(Q["renew_leases"], params).fetchall()}
 
 
-def _rescue(conn: sqlite3.Connection, now: float) -> int:
+def _rescue(conn: sqlite3.Connection, now: float, dead_owners: bool) -> int:
+    if dead_owners:
+        host, me = host_id(), os.getpid()
+        rows = conn.execute(Q["local_owners"], {"owner_host": host}).fetchall()
+        for (pid,) in rows:
+            if pid != me and not pid_alive(pid):
+                params = {"owner_host": host, "owner_pid": pid, "expired": now - 1.0}
+                conn.execute(Q["expire_owner"], params)
     return len(conn.execute(Q["rescue_expired"], {"now": now}).fetchall())
 
 
@@ -232,6 +242,7 @@ class SqliteStorage:
             "worker_id": worker_id, "now": now, "lease_expires_at": lease_expires_at,
             "token": token, "limit": limit,
             "types": None if task_types is None else json.dumps(list(task_types)),
+            "owner_host": host_id(), "owner_pid": os.getpid(),
         }  # fmt: skip
         tasks: list[Task] = self._engine.call(_claim, params, rescue, savepoint=rescue)
         return tasks
@@ -262,8 +273,8 @@ class SqliteStorage:
         )
         return renewed
 
-    def rescue(self, now: float) -> int:
-        return int(self._engine.call(_rescue, now, savepoint=False))
+    def rescue(self, now: float, *, dead_owners: bool = True) -> int:
+        return int(self._engine.call(_rescue, now, dead_owners))
 
     def cancel(self, task_id: int, now: float) -> bool:
         return bool(self._engine.call(_cancel, task_id, now, savepoint=False))
