@@ -91,12 +91,15 @@ WHERE unique_key = :unique_key AND unique_key IS NOT NULL AND status IN ('pendin
 -- claim_any --
 -- Claim the best due tasks: highest priority, then earliest due, then
 -- oldest. One statement, so two claimers can never take the same row.
+-- INDEXED BY: without statistics the planner prefers idx_tasks_status and
+-- sorts every pending row (5 ms at 20,000 pending, measured) instead of
+-- reading the first rows of the claim index.
 UPDATE tasks
 SET status = 'running', worker_id = :worker_id, started_at = :now, attempts = attempts + 1,
     lease_expires_at = :lease_expires_at, claim_token = :token,
     owner_host = :owner_host, owner_pid = :owner_pid
 WHERE id IN (
-    SELECT id FROM tasks
+    SELECT id FROM tasks INDEXED BY idx_tasks_claim
     WHERE status = 'pending' AND run_at <= :now
     ORDER BY priority DESC, run_at, id
     LIMIT :limit)
@@ -109,7 +112,7 @@ SET status = 'running', worker_id = :worker_id, started_at = :now, attempts = at
     lease_expires_at = :lease_expires_at, claim_token = :token,
     owner_host = :owner_host, owner_pid = :owner_pid
 WHERE id IN (
-    SELECT id FROM tasks
+    SELECT id FROM tasks INDEXED BY idx_tasks_claim
     WHERE status = 'pending' AND run_at <= :now
       AND task_type IN (SELECT value FROM json_each(:types))
     ORDER BY priority DESC, run_at, id
@@ -173,7 +176,8 @@ SET status = CASE WHEN retry_count < max_retries THEN 'pending' ELSE 'failed' EN
     error_message = 'claim lost: worker ' || coalesce(worker_id, '?')
                     || ' died or stopped renewing its lease',
     lease_expires_at = NULL
-WHERE status = 'running' AND lease_expires_at < :now
+WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_lease
+             WHERE status = 'running' AND lease_expires_at < :now)
 RETURNING id, status;
 
 -- local_owners --
@@ -221,7 +225,8 @@ SELECT status, n FROM task_counts;
 
 -- next_due --
 -- When the next pending task that is not yet due becomes due.
-SELECT min(run_at) FROM tasks WHERE status = 'pending' AND run_at > :now;
+SELECT min(run_at) FROM tasks INDEXED BY idx_tasks_scheduled
+WHERE status = 'pending' AND run_at > :now;
 
 -- due_by_type --
 -- Due pending tasks per type (to report types no worker handles).
