@@ -13,6 +13,16 @@ import os
 import sqlite3
 
 from ..errors import DatabaseOpenError, NotAQueueDatabaseError
+from .errors import (
+    SQLITE_BUSY,
+    SQLITE_CANTOPEN,
+    SQLITE_FULL,
+    SQLITE_IOERR,
+    SQLITE_LOCKED,
+    SQLITE_NOMEM,
+    SQLITE_READONLY,
+    primary_code,
+)
 from .sql import QUERIES, split_statements
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -30,6 +40,12 @@ TASK_COLUMNS = (
     "retry_count", "error_message", "result", "attempts", "run_at",
     "lease_expires_at", "claim_token", "timeout", "unique_key", "error_traceback",
     "owner_host", "owner_pid",
+)  # fmt: skip
+
+# Errors reading the schema that say nothing about whose file it is.
+_NOT_ABOUT_THE_FILE = (
+    SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_IOERR, SQLITE_FULL,
+    SQLITE_NOMEM,
 )  # fmt: skip
 
 _OUR_TABLES = {"tasks", "task_queue_meta", "task_counts", "sqlite_sequence"}
@@ -93,6 +109,10 @@ def _inspect(conn: sqlite3.Connection) -> tuple[int, set[str]]:
         app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
     except sqlite3.DatabaseError as exc:
+        if primary_code(exc) in _NOT_ABOUT_THE_FILE:
+            # Busy (retried by the engine), read-only, I/O: typed by the
+            # caller; none of them means the file is not ours.
+            raise
         raise NotAQueueDatabaseError(
             f"not a usable SQLite database: {exc}; left untouched"
         ) from exc

@@ -177,6 +177,21 @@ def _purge(conn: sqlite3.Connection, status: str, before: float, limit: int) -> 
     return conn.execute(Q["purge_finished"], params).rowcount
 
 
+def _check_max_size(max_bytes: int | None) -> int | None:
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0
+    ):
+        raise ValueError(f"max_size_bytes must be an int >= 0 or None, got {max_bytes!r}")
+    return max_bytes
+
+
+def _apply_max_size(conn: sqlite3.Connection, max_bytes: int | None, unlimited: int) -> int:
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    pages = unlimited if max_bytes is None else max(1, max_bytes // page_size)
+    # SQLite raises a cap below the current page count to that count.
+    return int(conn.execute(f"PRAGMA max_page_count = {int(pages)}").fetchone()[0]) * page_size
+
+
 class SqliteStorage:
     """Implements :class:`~task_queue.storage.base.Storage` on one SQLite file."""
 
@@ -187,9 +202,13 @@ class SqliteStorage:
         synchronous: str = "FULL",
         busy_budget: float = 30.0,
         max_batch: int = 500,
+        max_size_bytes: int | None = None,
     ) -> None:
+        """``max_size_bytes`` caps the database file (see :meth:`set_max_size`)."""
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("synchronous must be 'FULL', 'NORMAL' or 'EXTRA'")
+        self._max_size = _check_max_size(max_size_bytes)
+        self._unlimited_pages = 0
         self.path = os.fspath(path)
         self._synchronous = synchronous.upper()
         self._busy_budget = busy_budget
@@ -204,9 +223,33 @@ class SqliteStorage:
         return Engine(
             self.path,
             max_count=self._max_batch,
-            on_open=lambda conn: open_database(conn, synchronous=self._synchronous),
+            on_open=self._on_open,
             busy_budget=self._busy_budget,
         )
+
+    def _on_open(self, conn: sqlite3.Connection) -> None:
+        open_database(conn, synchronous=self._synchronous)
+        self._unlimited_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
+        if self._max_size is not None:
+            _apply_max_size(conn, self._max_size, self._unlimited_pages)
+
+    def set_max_size(self, max_bytes: int | None) -> int:
+        """Cap the database file at ``max_bytes``; ``None`` lifts the cap.
+
+        Writes that would grow the file past the cap fail with DiskFullError
+        and are rolled back, as on a full disk; writes that fit in pages
+        already allocated still succeed. The cap is rounded down to whole
+        pages and is never below the file's current size (so 0 means "no
+        growth from here"); the WAL file is not counted. It holds for this
+        object's connection only (``PRAGMA max_page_count``). Returns the
+        cap now in force, in bytes. Also how the test suite rehearses a
+        full disk.
+        """
+        self._max_size = _check_max_size(max_bytes)
+        size: int = self._engine.call(
+            _apply_max_size, self._max_size, self._unlimited_pages, readonly=True, savepoint=False
+        )
+        return size
 
     @property
     def _engine(self) -> Engine:
