@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from task_queue import (
     DatabaseBusyError,
@@ -201,8 +206,6 @@ def test_dequeue_claims_with_lease(clocked_queue: TaskQueue) -> None:
 
 
 def test_dequeue_default_worker_id_names_host_and_pid(queue: TaskQueue) -> None:
-    import os
-
     queue.enqueue("a", "t")
     task = queue.dequeue()
     assert task is not None and task.worker_id is not None
@@ -263,8 +266,6 @@ def test_complete_task_accepts_the_task_object_and_no_result(queue: TaskQueue) -
 
 
 def test_complete_task_from_another_thread_by_id(queue: TaskQueue) -> None:
-    import threading
-
     queue.enqueue("a", "t")
     task = queue.dequeue()
     assert task is not None
@@ -624,3 +625,43 @@ def test_reopening_the_file_keeps_every_task(db_path: str) -> None:
         assert reopened.get_task(completed.id).result == {"done": True}  # type: ignore[union-attr]
         # New ids continue after the old ones.
         assert reopened.enqueue("new", "t") > max(ids)
+
+
+STALE_HOLDER = """
+import sys
+from task_queue import TaskQueue
+with TaskQueue(sys.argv[1], lease_seconds=0.3) as q:
+    task = q.dequeue(worker_id="stale-process")
+    print(task["id"], flush=True)
+    sys.stdin.readline()  # the parent has re-claimed the task by now
+    print(q.complete_task(task["id"], "stale"), q.fail_task(task, "stale"), flush=True)
+"""
+
+
+def test_expired_holder_in_another_process_is_fenced_out(db_path: str) -> None:
+    with TaskQueue(db_path, rescue_interval=0.01) as q:
+        task_id = q.enqueue("a", "t")
+        child = subprocess.Popen(
+            [sys.executable, "-c", STALE_HOLDER, db_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            assert int(child.stdout.readline()) == task_id
+            # The child is alive but never renews: after its 0.3 s lease
+            # this process rescues and claims the task.
+            fresh = wait_until(q.dequeue, timeout=20)
+            assert fresh.id == task_id and fresh.retry_count == 1
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().split() == ["False", "False"]
+            assert child.wait(20) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert q.complete_task(fresh, "fresh") is True
+        done = q.get_task(task_id)
+        assert done is not None and done.result == "fresh" and done.error_message is not None
