@@ -486,6 +486,7 @@ def test_sqlite_worker_internals_we_rely_on(engine: Engine) -> None:
     # Attributes the base constructor creates and we use.
     for method in ("put", "get", "get_nowait", "qsize"):
         assert callable(getattr(engine._sql_queue, method)), method
+    assert engine.queue_size == 0  # the base's property reads _sql_queue.qsize()
     assert isinstance(engine._close_event, threading.Event)
     assert type(engine._lock) is type(threading.Lock())
     assert isinstance(engine._thread, threading.Thread)
