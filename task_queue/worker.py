@@ -53,7 +53,14 @@ from types import FrameType
 from typing import Any
 
 from .context import TaskContext, _set_current
-from .errors import PayloadError, ReadOnlyDatabaseError, StorageError, TaskTimeout
+from .errors import (
+    NotAQueueDatabaseError,
+    PayloadError,
+    QueueClosedError,
+    ReadOnlyDatabaseError,
+    StorageError,
+    TaskTimeout,
+)
 from .payload import encode
 from .queue import TaskQueue
 from .registry import TASK_HANDLERS, HandlerRegistry
@@ -182,11 +189,14 @@ class Worker:
             raise RuntimeError(f"{self.name} was already started")
         if not self.handlers:
             LOGGER.warning("%s has no handlers; it will claim nothing", self.name)
-        # Refuse to start on a database we cannot write (instead of looping).
+        # Refuse to start on a database we cannot write (instead of looping);
+        # a passing fault (busy, disk full) is waited out by the dispatcher.
         try:
             self.queue.rescue_expired()
-        except ReadOnlyDatabaseError:
+        except (ReadOnlyDatabaseError, NotAQueueDatabaseError, QueueClosedError):
             raise
+        except StorageError as exc:
+            LOGGER.warning("%s: starting despite a storage error (retrying): %s", self.name, exc)
         self._started = True
         self.queue.add_listener(self._signal)
         for index in range(self.concurrency):

@@ -305,12 +305,20 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         write = not all(r.readonly for r in batch)
         while batch:
             try:
-                self._with_busy_retry(lambda: conn.execute("BEGIN IMMEDIATE" if write else "BEGIN"))
+                begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+                self._with_busy_retry(partial(conn.execute, begin))
             except BaseException as exc:
                 error = translate(exc)
+                # Readers need no write lock (WAL): a busy writer elsewhere
+                # must not fail the reads that shared this batch.
+                readers = [r for r in batch if r.readonly] if write else []
                 for r in batch:
-                    r._answer(error=error)
-                return
+                    if r not in readers:
+                        r._answer(error=error)
+                if not readers:
+                    return
+                batch, write = readers, False
+                continue
             answers: list[tuple[Request, Any, BaseException | None]] = []
             restart: list[Request] | None = None
             single = len(batch) == 1
