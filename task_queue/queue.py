@@ -286,7 +286,9 @@ class TaskQueue:
         failure = self.make_failure(error, retry_policy=retry_policy, max_retries=max_retries)
         done = self.storage.fail(claim, failure, self.clock.time())
         self._forget(claim)
-        if not done:
+        if done:
+            self._notify()  # a retry may be due at once
+        else:
             LOGGER.warning("task %d: failure ignored, the claim is no longer held", claim[0])
         return done
 
@@ -295,6 +297,8 @@ class TaskQueue:
         claim = self._claim_of(task, token)
         released = bool(self.storage.release([claim]))
         self._forget(claim)
+        if released:
+            self._notify()
         return released
 
     def make_failure(

@@ -39,7 +39,6 @@ Shutdown order (``stop(timeout)``), and why:
 from __future__ import annotations
 
 import collections
-import contextlib
 import ctypes
 import dataclasses
 import itertools
@@ -48,7 +47,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from types import FrameType
 from typing import Any
 
@@ -63,11 +61,16 @@ from .errors import (
 )
 from .payload import encode
 from .queue import TaskQueue
+from .recorder import Outcome, OutcomeRecorder
 from .registry import TASK_HANDLERS, HandlerRegistry
-from .storage.base import Claim, Pending
+from .storage.base import Claim
 from .task import Task
 
 LOGGER = logging.getLogger("task_queue.worker")
+# Safety net under the wake-ups and hints: with free capacity, a worker
+# tries a claim at least this often whatever it was told (an empty claim
+# changes no page, so its commit costs no fsync).
+_SWEEP_INTERVAL = 1.0
 _names = itertools.count(1)
 
 
@@ -97,18 +100,6 @@ class _Running:
     slot: _Slot
     timeout: float | None
     timeout_fired_at: float | None = None
-
-
-@dataclasses.dataclass(eq=False)
-class _Outcome:
-    """An outcome queued to storage, not yet known to be committed."""
-
-    claim: Claim
-    kind: str  # "complete" or "fail"
-    pending: Pending
-    resubmit: Any  # () -> Pending, to retry after a storage error
-    retry_at: float = 0.0
-    tries: int = 1
 
 
 class _WorkSignal:
@@ -157,7 +148,8 @@ class Worker:
         self.name = name or f"Worker-{next(_names)}"
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{self.name}"
         self.poll_interval = poll_interval
-        self.prefetch = concurrency if prefetch is None else max(0, prefetch)
+        #: Tasks claimed ahead of a free thread; None adapts it to task length.
+        self.prefetch = None if prefetch is None else max(0, prefetch)
         lease = queue.lease_seconds
         self.heartbeat_interval = heartbeat_interval or lease / 3
         self.rescue_interval = rescue_interval or min(max(lease / 4, 0.05), 5.0)
@@ -172,7 +164,9 @@ class Worker:
         self._signal = _WorkSignal(self)
         self._buffer: collections.deque[Task] = collections.deque()
         self._running: dict[int, _Running] = {}
-        self._outcomes: list[_Outcome] = []
+        self._recorder = OutcomeRecorder(queue, self.name, self._look_again)
+        # Moving average of handler run time, for the adaptive prefetch.
+        self._avg_duration: float | None = None
         self._slots: list[_Slot] = []
         self._dispatcher: threading.Thread | None = None
         self._maybe_more = True
@@ -199,6 +193,7 @@ class Worker:
             LOGGER.warning("%s: starting despite a storage error (retrying): %s", self.name, exc)
         self._started = True
         self.queue.add_listener(self._signal)
+        self._recorder.start()
         for index in range(self.concurrency):
             self._start_slot(index)
         self._dispatcher = threading.Thread(
@@ -258,7 +253,7 @@ class Worker:
                 len(leftover),
             )
             self._release([rec.claim for rec in leftover], "drain deadline")
-        self._flush_outcomes()
+        self._recorder.close()
         self._finished.set()
         self._wake.set()
         if self._dispatcher is not None:
@@ -317,7 +312,9 @@ class Worker:
                 if not self._buffer:
                     return
                 task = self._buffer.popleft()
-            self._wake.set()  # a prefetch slot freed up
+                refill = self._claim_size() > 0
+            if refill:
+                self._wake.set()
             try:
                 self._execute(slot, task)
             except BaseException:  # pragma: no cover - bookkeeping must not kill the thread
@@ -358,10 +355,14 @@ class Worker:
             error = exc
         finally:
             _set_current(None)
+        elapsed = self._monotonic() - started
+        avg = self._avg_duration
+        self._avg_duration = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
         with self._cond:
             still_ours = self._running.pop(task.id, None) is rec and not slot.abandoned
-            self._cond.notify_all()
-        elapsed = self._monotonic() - started
+            if self._stopping:
+                self._cond.notify_all()  # stop() waits for running tasks
+            refill = self._claim_size() > 0
         if not still_ours:
             LOGGER.info(
                 "%s: task %d finished after it was given up; outcome discarded", self.name, task.id
@@ -382,13 +383,14 @@ class Worker:
             LOGGER.info(
                 "%s: task %d (%r) completed in %.3fs", self.name, task.id, task.name, elapsed
             )
-            self._submit(claim, "complete", lambda: self.queue._complete_nowait(claim, encoded))
+            self._recorder.add(Outcome(claim, encoded))
             self.processed += 1
         else:
             if isinstance(error, TaskTimeout) or (ctx.cancelled and ctx.reason == "timeout"):
                 error = TaskTimeout(f"task {task.id} timed out after {timeout}s")
             self._record_failure(rec, error, elapsed)
-        self._wake.set()
+        if refill:
+            self._wake.set()
 
     def _record_failure(self, rec: _Running, error: BaseException, elapsed: float) -> None:
         task = rec.task
@@ -405,16 +407,12 @@ class Worker:
             failure.error,
         )
         self.failed += 1
-        claim = rec.claim
-        self._submit(claim, "fail", lambda: self.queue._fail_nowait(claim, failure))
+        self._recorder.add(Outcome(rec.claim, failure=failure))
 
-    def _submit(self, claim: Claim, kind: str, make: Any) -> None:
-        try:
-            pending = make()
-        except StorageError as exc:
-            pending = _Failed(exc)
-        with self._lock:
-            self._outcomes.append(_Outcome(claim, kind, pending, make))
+    def _look_again(self) -> None:
+        """A failure was recorded: its retry may be due already."""
+        self._maybe_more = True
+        self._wake.set()
 
     # -- dispatcher --------------------------------------------------------------
     def _dispatch_loop(self) -> None:
@@ -422,6 +420,7 @@ class Worker:
         next_heartbeat = now + self.heartbeat_interval
         next_rescue = now
         next_poll = now
+        next_sweep = now
         next_report = now + self.idle_report_interval
         next_due: float | None = None  # epoch seconds
         seen_version: int | None = None
@@ -430,7 +429,6 @@ class Worker:
             self._wake.clear()
             now = self._monotonic()
             try:
-                self._reap_outcomes(now)
                 self._check_timeouts(now)
                 if now >= next_heartbeat:
                     self._heartbeat()
@@ -451,14 +449,24 @@ class Worker:
                 if next_due is not None and self.queue.clock.time() >= next_due:
                     self._maybe_more = True
                     next_due = None
-                free = self._free_capacity()
-                if free > 0 and self._maybe_more:
-                    got = self._claim(free)
-                    if got < free:
-                        self._maybe_more = False
+                free = self._claim_size()
+                if free > 0 and (self._maybe_more or now >= next_sweep):
+                    # Consume the hint before claiming: a hint that arrives
+                    # while the claim runs (a retry recorded, an enqueue)
+                    # must survive it, or the task waits for no one.
+                    self._maybe_more = False
+                    next_sweep = now + _SWEEP_INTERVAL
+                    try:
+                        got = self._claim(free)
+                    except StorageError:
+                        self._maybe_more = True
+                        raise
+                    if got == free:
+                        self._maybe_more = True  # there may be more
+                    else:
                         next_due = self.queue.next_due()
-                    continue  # re-evaluate at once: more may be claimable
-                if now >= next_report and free == self.concurrency + self.prefetch:
+                    continue  # re-evaluate at once
+                if now >= next_report and not self._running and not self._buffer:
                     self._report_unhandled()
                     next_report = now + self.idle_report_interval
                 backoff = 0.0
@@ -471,22 +479,40 @@ class Worker:
                 LOGGER.exception("%s: dispatcher error", self.name)
                 self._wake.wait(1.0)
                 continue
-            wait = min(next_poll, next_heartbeat, next_rescue) - self._monotonic()
-            if self._outcomes or self._running_with_deadline():
+            wait = min(next_poll, next_heartbeat, next_rescue, next_sweep) - self._monotonic()
+            if self._running_with_deadline():
                 wait = min(wait, 0.05)
             if next_due is not None:
                 wait = min(wait, next_due - self.queue.clock.time())
             self._wake.wait(max(0.0, wait))
 
-    def _free_capacity(self) -> int:
-        with self._lock:
-            in_hand = len(self._buffer) + len(self._running)
-        free = self.concurrency + self.prefetch - in_hand
+    def _capacity(self) -> int:
+        """Threads plus prefetch: how many tasks this worker holds at most.
+
+        Adaptive unless set: short tasks are claimed well ahead (a batch per
+        commit is what makes throughput), long ones not at all (a prefetched
+        task would wait behind a long one while another worker idles).
+        """
+        if self.prefetch is not None:
+            return self.concurrency + self.prefetch
+        avg = self._avg_duration
+        if avg is None or avg >= 0.01:
+            extra = 0 if avg is not None and avg >= 1.0 else self.concurrency
+        else:
+            extra = 4 * self.concurrency
+        return self.concurrency + extra
+
+    def _claim_size(self) -> int:
+        """How many tasks to claim now (0: not yet). Caller holds no lock or
+        self._lock; reads only lengths."""
+        capacity = self._capacity()
+        in_hand = len(self._buffer) + len(self._running)
+        free = capacity - in_hand
         # Claim in batches once the buffer runs low, but never leave an
         # executor idle while tasks could be claimed.
         if free <= 0:
             return 0
-        if len(self._buffer) == 0 or free >= max(1, (self.concurrency + self.prefetch) // 2):
+        if len(self._buffer) == 0 or free >= max(1, capacity // 2):
             return free
         return 0
 
@@ -511,23 +537,32 @@ class Worker:
         with self._lock:
             claims = [(t.id, t.claim_token or 0) for t in self._buffer]
             claims += [rec.claim for rec in self._running.values()]
-            claims += [o.claim for o in self._outcomes]
+        claims += self._recorder.held()
         if not claims:
             return
         lease_until = self.queue.clock.time() + self.queue.lease_seconds
         renewed = self.queue.storage.renew(claims, lease_until)
-        lost = {c[0] for c in claims} - renewed
-        if not lost:
+        not_renewed = {c for c in claims if c[0] not in renewed}
+        if not not_renewed:
             return
+        # Only a claim still in hand after the renewal is lost. An outcome
+        # that committed meanwhile (queued before the renewal, or handed to
+        # the recorder since the snapshot) is simply no longer running; and
+        # match (id, token), not the id: a failed task may be running here
+        # again under a new claim.
         with self._cond:
-            for rec in self._running.values():
-                if rec.task.id in lost:
-                    status = self.queue.get_task(rec.task.id)
-                    cancelled = status is not None and status.status == "cancelled"
-                    rec.ctx.cancel("cancelled" if cancelled else "lost")
-            kept = [t for t in self._buffer if t.id not in lost]
+            lost_running = [rec for rec in self._running.values() if rec.claim in not_renewed]
+            kept = [t for t in self._buffer if (t.id, t.claim_token or 0) not in not_renewed]
+            lost = {t.id for t in self._buffer} - {t.id for t in kept}
             self._buffer.clear()
             self._buffer.extend(kept)
+        for rec in lost_running:
+            lost.add(rec.task.id)
+            status = self.queue.get_task(rec.task.id)
+            cancelled = status is not None and status.status == "cancelled"
+            rec.ctx.cancel("cancelled" if cancelled else "lost")
+        if not lost:
+            return
         LOGGER.warning(
             "%s: %d claim(s) no longer held (cancelled or rescued): %s",
             self.name,
@@ -581,65 +616,6 @@ class Worker:
                 if not self._stopping:
                     self._start_slot(slot.index)
 
-    def _reap_outcomes(self, now: float) -> None:
-        with self._lock:
-            outcomes = list(self._outcomes)
-        if not outcomes:
-            return
-        done: list[_Outcome] = []
-        for outcome in outcomes:
-            if not outcome.pending.done() or now < outcome.retry_at:
-                continue
-            try:
-                recorded = outcome.pending.wait(0)
-            except StorageError as exc:
-                # Our own bookkeeping write failed (disk full, busy): the
-                # task is not at fault. Try again later; the lease is kept
-                # renewed meanwhile.
-                outcome.tries += 1
-                outcome.retry_at = now + min(5.0, 0.05 * 2 ** min(outcome.tries, 7))
-                LOGGER.warning(
-                    "%s: recording %s of task %d failed (%s); retrying",
-                    self.name,
-                    outcome.kind,
-                    outcome.claim[0],
-                    exc,
-                )
-                try:
-                    outcome.pending = outcome.resubmit()
-                except StorageError as again:
-                    outcome.pending = _Failed(again)
-                continue
-            except Exception:
-                LOGGER.exception(
-                    "%s: recording %s of task %d failed", self.name, outcome.kind, outcome.claim[0]
-                )
-                recorded = False
-            if not recorded:
-                LOGGER.warning(
-                    "%s: %s of task %d not recorded: the claim was no longer held",
-                    self.name,
-                    outcome.kind,
-                    outcome.claim[0],
-                )
-            done.append(outcome)
-        if done:
-            with self._lock:
-                self._outcomes = [o for o in self._outcomes if o not in done]
-
-    def _flush_outcomes(self) -> None:
-        # Keep reaping (and retrying) until every queued outcome committed.
-        while True:
-            with self._lock:
-                if not self._outcomes:
-                    return
-                pendings = [o.pending for o in self._outcomes]
-            for p in pendings:
-                with contextlib.suppress(Exception):  # reaped (and retried) below
-                    p.wait(1.0)
-            self._reap_outcomes(self._monotonic())
-            time.sleep(0.001)
-
     def _release(self, claims: list[Claim], why: str) -> None:
         if not claims:
             return
@@ -668,16 +644,3 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, concurrency={self.concurrency})"
-
-
-class _Failed:
-    """A Pending that already failed to be submitted."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def done(self) -> bool:
-        return True
-
-    def wait(self, timeout: float | None = None) -> Any:
-        raise self.error

@@ -84,6 +84,10 @@ class Storage(Protocol):
         """Retry or dead-letter if ``claim`` still holds; False if fenced out."""
         ...
 
+    def complete_many(self, items: Sequence[tuple[Claim, str | None]], now: float) -> set[int]:
+        """complete() for many claims at once; returns the ids recorded."""
+        ...
+
     def complete_nowait(self, claim: Claim, result: str | None, now: float) -> Pending:
         """As complete(), queued; the Pending answers once committed."""
         ...

@@ -126,6 +126,22 @@ SET status = 'completed', result = :result, completed_at = :now, lease_expires_a
 WHERE id = :id AND claim_token = :token AND status = 'running'
 RETURNING id;
 
+-- complete_many --
+-- complete_task for many claims in one statement (a Worker's batched
+-- outcomes); :items is a JSON array of [id, token, result JSON text or null].
+-- Returns the ids recorded; the others were fenced out. The unary + keeps
+-- the planner off idx_tasks_status: it would scan every running task and
+-- re-parse :items for each (O(running x items)); this way each item is one
+-- primary-key lookup.
+UPDATE tasks
+SET status = 'completed', result = done.result, completed_at = :now, lease_expires_at = NULL
+FROM (SELECT json_extract(value, '$[0]') AS done_id, json_extract(value, '$[1]') AS done_token,
+             json_extract(value, '$[2]') AS result
+      FROM json_each(:items)) AS done
+WHERE tasks.id = done.done_id AND tasks.claim_token = done.done_token
+  AND +tasks.status = 'running'
+RETURNING tasks.id;
+
 -- held_retry_state --
 -- Retry bookkeeping of a task the caller still holds.
 SELECT retry_count, max_retries FROM tasks
@@ -156,13 +172,13 @@ RETURNING id;
 
 -- renew_leases --
 -- Heartbeat: extend the leases of claims still held; :claims is a JSON
--- array of [id, token] pairs. Returns the ids renewed.
+-- array of [id, token] pairs. Returns the ids renewed. (+: see complete_many.)
 UPDATE tasks
 SET lease_expires_at = :lease_expires_at
 FROM (SELECT json_extract(value, '$[0]') AS held_id, json_extract(value, '$[1]') AS held_token
       FROM json_each(:claims)) AS held
 WHERE tasks.id = held.held_id AND tasks.claim_token = held.held_token
-  AND tasks.status = 'running'
+  AND +tasks.status = 'running'
 RETURNING tasks.id;
 
 -- rescue_expired --

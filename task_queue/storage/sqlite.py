@@ -86,6 +86,16 @@ def _complete(conn: sqlite3.Connection, claim: Claim, result: str | None, now: f
     return _fenced(conn, claim[0])
 
 
+def _complete_many(
+    conn: sqlite3.Connection, items: Sequence[tuple[Claim, str | None]], now: float
+) -> set[int]:
+    # The result JSON text travels as a JSON string, so json_extract hands
+    # back exactly that text.
+    payload = json.dumps([[claim[0], claim[1], result] for claim, result in items])
+    rows = conn.execute(Q["complete_many"], {"items": payload, "now": now}).fetchall()
+    return {int(r[0]) for r in rows}
+
+
 def _fail(conn: sqlite3.Connection, claim: Claim, failure: Failure, now: float) -> bool:
     held = {"id": claim[0], "token": claim[1]}
     row = conn.execute(Q["held_retry_state"], held).fetchone()
@@ -257,10 +267,15 @@ class SqliteStorage:
             # We are a child after fork(): the parent's connection and its
             # thread are not ours to touch (a copied SQLite connection
             # corrupts databases). Open our own. The lock may have been
-            # copied held, so replace it rather than take it.
+            # copied held, so replace it rather than take it. Mark ourselves
+            # the owner only once open succeeded: after a failed open the
+            # next call must try again, never fall back to the parent's.
+            # A queue closed before fork() stays closed (and opens nothing).
+            if self._closed:
+                raise QueueClosedError("the TaskQueue is closed")
             self._lock = threading.Lock()
-            self._pid = os.getpid()
             self._engine_obj = self._open()
+            self._pid = os.getpid()
         if self._closed:
             raise QueueClosedError("the TaskQueue is closed")
         return self._engine_obj
@@ -295,6 +310,12 @@ class SqliteStorage:
 
     def complete_nowait(self, claim: Claim, result: str | None, now: float) -> Pending:
         return self._engine.submit(_complete, claim, result, now, savepoint=False)
+
+    def complete_many(self, items: Sequence[tuple[Claim, str | None]], now: float) -> set[int]:
+        if not items:
+            return set()
+        done: set[int] = self._engine.call(_complete_many, list(items), now, savepoint=False)
+        return done
 
     def fail(self, claim: Claim, failure: Failure, now: float) -> bool:
         return bool(self.fail_nowait(claim, failure, now).wait())
