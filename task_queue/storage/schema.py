@@ -92,6 +92,11 @@ def open_database(conn: sqlite3.Connection, *, synchronous: str) -> None:
             "this SQLite file holds tables of another application "
             f"({', '.join(sorted(tables))}); left untouched"
         )
+    if app_id == APPLICATION_ID and "task_queue_meta" not in tables:
+        raise NotAQueueDatabaseError(
+            "this file carries task_queue's application_id but not its tables: damaged, "
+            "or another program's; left untouched"
+        )
     # The file is ours or empty: now it is safe to change it.
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":

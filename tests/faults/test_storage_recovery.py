@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from helpers import wait_until
@@ -204,3 +207,49 @@ def test_reads_sharing_a_batch_with_a_blocked_write_still_succeed(db_path: str) 
     finally:
         gate.set()
         engine.close()
+
+
+_OPENER = """
+import os, sys, time
+from task_queue import TaskQueue
+db, go = sys.argv[1], sys.argv[2]
+deadline = time.monotonic() + 30
+while not os.path.exists(go):
+    if time.monotonic() > deadline:
+        sys.exit("never told to go")
+    time.sleep(0.001)
+with TaskQueue(db) as q:
+    print(q.enqueue("opened by " + str(os.getpid()), "t"))
+"""
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_processes_creating_the_same_new_queue_at_once_all_succeed(
+    tmp_path: Path, round_: int
+) -> None:
+    """Creating a queue switches the file to WAL under an exclusive lock;
+    a process opening it at that moment must wait, not call it foreign."""
+    db = str(tmp_path / f"new-{round_}.db")
+    go = tmp_path / f"go-{round_}"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPENER, db, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        go.touch()
+        outputs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    ids = [int(out) for out, _ in outputs]
+    check_invariants(db, ids, statuses=("pending",), procs=procs)
+    assert len(set(ids)) == 4
