@@ -34,7 +34,10 @@ import sys
 import time
 from typing import Any
 
-from flask import Flask, jsonify, request
+try:
+    from flask import Flask, jsonify, request
+except ImportError:  # pragma: no cover - depends on the environment
+    sys.exit("This example needs Flask: pip install flask  (or: pip install -e '.[examples]')")
 
 from task_queue import HandlerRegistry, Task, TaskPriority, TaskQueue, Worker
 

@@ -19,18 +19,21 @@ from helpers import wait_until
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def run_env() -> dict[str, str]:
     # The checkout first on the path, so the examples import this task_queue
     # even where it is not installed.
     path = os.pathsep.join(p for p in (str(EXAMPLES.parent), os.environ.get("PYTHONPATH")) if p)
-    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": path}
+    return {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": path}
+
+
+def run_example(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *args],
         capture_output=True,
         text=True,
         encoding="utf-8",
         timeout=timeout,
-        env=env,
+        env=run_env(),
         cwd=EXAMPLES.parent,
     )
 
@@ -201,3 +204,28 @@ def test_flask_bad_requests(flask_app: Any) -> None:
     assert client.post("/signup", json={"email": 42}).status_code == 400
     assert client.get("/tasks/999").status_code == 404
     assert client.get("/stats").get_json()["pending"] == 0
+
+
+# -- README ------------------------------------------------------------------------
+
+
+def test_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick start", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "quick_start.py"
+    script.write_text(code, encoding="utf-8")
+    for _ in range(2):  # a second run finds the first run's task in tasks.db
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=run_env(),
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "sending 'Welcome!' to user@example.com" in proc.stdout
+        assert "completed {'sent': True}" in proc.stdout
+    assert "'completed': 2" in proc.stdout
+    assert "'running': 0" in proc.stdout
