@@ -30,6 +30,8 @@ _ENQUEUE_KEYS = frozenset(
      "timeout", "unique_key"}
 )  # fmt: skip
 _NO_RESCUE_BEFORE = -math.inf
+# SQLite integers are 64-bit; a bigger LIMIT would overflow in the driver.
+_MAX_LIMIT = 2**31 - 1
 
 
 class Wakeable(Protocol):
@@ -178,6 +180,10 @@ class TaskQueue:
             raise ValueError(f"task_type must be a non-empty string, got {task_type!r}")
         if unique_key is not None and (not isinstance(unique_key, str) or not unique_key):
             raise ValueError(f"unique_key must be a non-empty string or None, got {unique_key!r}")
+        _check_text("name", name)
+        _check_text("task_type", task_type)
+        if unique_key is not None:
+            _check_text("unique_key", unique_key)
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if timeout is not None and (
@@ -221,8 +227,12 @@ class TaskQueue:
         task_types: Sequence[str] | None = None,
     ) -> list[Task]:
         """Claim up to ``limit`` due tasks in one statement (see dequeue())."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
+            raise ValueError(f"limit must be an int from 1 to {_MAX_LIMIT}, got {limit!r}")
+        if worker_id is not None:
+            if not isinstance(worker_id, str) or not worker_id:
+                raise ValueError(f"worker_id must be a non-empty string, got {worker_id!r}")
+            _check_text("worker_id", worker_id)
         if task_types is not None:
             if isinstance(task_types, str):
                 raise TypeError("task_types must be a sequence of strings, not a string")
@@ -413,8 +423,8 @@ class TaskQueue:
             raise ValueError(
                 f"unknown status {status!r}; expected one of {[s.value for s in TaskStatus]}"
             ) from None
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be an int >= 1, got {limit!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
+            raise ValueError(f"limit must be an int from 1 to {_MAX_LIMIT}, got {limit!r}")
         self._check_fork()
         return self.storage.list_by_status(status.value, limit)
 
@@ -542,6 +552,15 @@ def _due_time(
     if not math.isfinite(when):
         raise ValueError(f"scheduled_at must be finite, got {scheduled_at!r}")
     return when, when
+
+
+def _check_text(what: str, value: str) -> None:
+    # SQLite stores UTF-8: a lone surrogate would fail deep in the driver
+    # with a UnicodeEncodeError; say what is wrong instead.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode text (lone surrogate?): {exc}") from None
 
 
 def _task_id(task_id: object) -> int:
