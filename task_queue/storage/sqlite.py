@@ -21,6 +21,12 @@ from .sql import QUERIES
 Q = QUERIES
 
 
+# Dict lookups: calling the Enum classes costs several times more, on the
+# claim path, once per task.
+_PRIORITY = {p.value: p for p in TaskPriority}
+_STATUS = {s.value: s for s in TaskStatus}
+
+
 def task_from_row(row: Sequence[Any]) -> Task:
     """The one place a row becomes a Task (column order: TASK_COLUMNS)."""
     (id_, name, task_type, payload, priority, status, worker_id, created_at, scheduled_at,
@@ -29,7 +35,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
      owner_pid) = row  # fmt: skip
     return Task(
         id=id_, name=name, task_type=task_type, payload=decode(payload),
-        priority=TaskPriority(priority), status=TaskStatus(status), worker_id=worker_id,
+        priority=_PRIORITY[priority], status=_STATUS[status], worker_id=worker_id,
         created_at=created_at, scheduled_at=scheduled_at, started_at=started_at,
         completed_at=completed_at, max_retries=max_retries, retry_count=retry_count,
         error_message=error_message, result=decode(result), attempts=attempts,
