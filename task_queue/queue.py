@@ -176,8 +176,9 @@ class TaskQueue:
     ) -> NewTask:
         if not isinstance(name, str):
             raise TypeError(f"name must be a string, got {type(name).__name__}")
-        if not isinstance(task_type, str) or not task_type:
-            raise ValueError(f"task_type must be a non-empty string, got {task_type!r}")
+        if not isinstance(task_type, str) or not task_type or "\x00" in task_type:
+            # NUL: SQLite's json_each (the claim's type filter) cuts strings at it.
+            raise ValueError(f"task_type must be a non-empty string without NUL, got {task_type!r}")
         if unique_key is not None and (not isinstance(unique_key, str) or not unique_key):
             raise ValueError(f"unique_key must be a non-empty string or None, got {unique_key!r}")
         _check_text("name", name)

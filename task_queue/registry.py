@@ -104,8 +104,9 @@ _NO_OPTIONS = HandlerOptions()
 
 
 def _check_type(task_type: object) -> None:
-    if not isinstance(task_type, str) or not task_type:
-        raise ValueError(f"task_type must be a non-empty string, got {task_type!r}")
+    if not isinstance(task_type, str) or not task_type or "\x00" in task_type:
+        # NUL: SQLite's json_each (the claim's type filter) cuts strings at it.
+        raise ValueError(f"task_type must be a non-empty string without NUL, got {task_type!r}")
 
 
 #: The default registry, used by Workers created without ``handlers=``.

@@ -399,7 +399,7 @@ class Worker:
             error, retry_policy=options.retry_policy, max_retries=options.max_retries
         )
         LOGGER.warning(
-            "%s: task %d (%r) failed after %.3fs: %s",
+            "%s: task %d (%r) failed after %.3fs: %r",  # repr: no raw newlines from errors
             self.name,
             task.id,
             task.name,
