@@ -170,8 +170,12 @@ def _get(conn: sqlite3.Connection, task_id: int) -> Task | None:
     return None if row is None else task_from_row(row)
 
 
+_LIST_QUERY = {"pending": "pending_newest", "running": "running_newest"}
+
+
 def _list(conn: sqlite3.Connection, status: str, limit: int) -> list[Task]:
-    rows = conn.execute(Q["tasks_by_status"], {"status": status, "limit": limit}).fetchall()
+    query = Q[_LIST_QUERY.get(status, "finished_recent")]
+    rows = conn.execute(query, {"status": status, "limit": limit}).fetchall()
     return [task_from_row(r) for r in rows]
 
 
