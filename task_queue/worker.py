@@ -174,6 +174,9 @@ class Worker:
         self._stopping = False
         self._finished = threading.Event()
         self._force = False
+        # Outcomes decided but not yet handed to the recorder: stop() must
+        # wait for them, or a task finishing during the drain is left running.
+        self._handing_over = 0
         self.processed = 0
         self.failed = 0
 
@@ -246,6 +249,8 @@ class Worker:
                 rec.slot.abandoned = True
                 rec.ctx.cancel("shutdown")
             self._running.clear()
+            while self._handing_over:
+                self._cond.wait(0.05)
         if leftover:
             LOGGER.warning(
                 "%s: %d task(s) still running at the drain deadline; giving them back",
@@ -278,10 +283,11 @@ class Worker:
         previous: dict[signal.Signals, Any] = {}
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
+            # Only set flags here: the handler runs in the main thread between
+            # two bytecodes, possibly while it holds self._lock (stop() does),
+            # and taking it again would deadlock. stop() polls the flag.
             if requested.is_set():
                 self._force = True
-                with self._cond:
-                    self._cond.notify_all()
             LOGGER.info("%s: received signal %d, stopping", self.name, signum)
             requested.set()
 
@@ -360,6 +366,8 @@ class Worker:
         self._avg_duration = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
         with self._cond:
             still_ours = self._running.pop(task.id, None) is rec and not slot.abandoned
+            if still_ours:
+                self._handing_over += 1
             if self._stopping:
                 self._cond.notify_all()  # stop() waits for running tasks
             refill = self._claim_size() > 0
@@ -368,6 +376,17 @@ class Worker:
                 "%s: task %d finished after it was given up; outcome discarded", self.name, task.id
             )
             return
+        try:
+            self._hand_over(rec, error, result, elapsed, refill)
+        finally:
+            with self._cond:
+                self._handing_over -= 1
+                self._cond.notify_all()
+
+    def _hand_over(
+        self, rec: _Running, error: BaseException | None, result: Any, elapsed: float, refill: bool
+    ) -> None:
+        task, ctx, claim, timeout = rec.task, rec.ctx, rec.claim, rec.timeout
         if ctx.cancelled and ctx.reason in ("cancelled", "lost"):
             LOGGER.info(
                 "%s: task %d was cancelled or lost its claim; outcome discarded", self.name, task.id
@@ -602,6 +621,7 @@ class Worker:
                     del self._running[rec.task.id]
                     slot.abandoned = True
                     self._slots.remove(slot)
+                    self._handing_over += 1
                 LOGGER.error(
                     "%s: task %d did not stop %ss after its timeout (blocked in C?); "
                     "recording it as timed out and replacing its thread",
@@ -612,7 +632,12 @@ class Worker:
                 error = TaskTimeout(
                     f"task {rec.task.id} timed out after {rec.timeout}s and did not stop"
                 )
-                self._record_failure(rec, error, now - rec.ctx.deadline + (rec.timeout or 0))
+                try:
+                    self._record_failure(rec, error, now - rec.ctx.deadline + (rec.timeout or 0))
+                finally:
+                    with self._cond:
+                        self._handing_over -= 1
+                        self._cond.notify_all()
                 if not self._stopping:
                     self._start_slot(slot.index)
 
