@@ -240,6 +240,9 @@ class TaskQueue:
             task_types = list(task_types)
             if not task_types:
                 return []
+            if any(not isinstance(t, str) or "\x00" in t for t in task_types):
+                # json_each would cut "a\x00b" to "a" and claim type "a".
+                raise ValueError(f"task_types must be strings without NUL, got {task_types!r}")
         self._check_fork()
         now = self.clock.time()
         rescue = now >= self._next_rescue

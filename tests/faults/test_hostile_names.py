@@ -145,6 +145,11 @@ def test_nul_in_a_task_type_is_refused(q: TaskQueue, db_path: str, kind: str) ->
         q.enqueue_many([{"name": "a", "task_type": "ok"}, {"name": "b", "task_type": kind}])
     with pytest.raises(ValueError, match="NUL"):
         HandlerRegistry()[kind] = print
+    # A type filter with NUL must not claim the type before the NUL.
+    q.enqueue("prefix", kind.split("\x00")[0] or "ok")
+    before = snapshot(db_path)
+    with pytest.raises(ValueError, match="NUL"):
+        q.dequeue(task_types=[kind])
     assert snapshot(db_path) == before
 
 
