@@ -226,8 +226,16 @@ class TaskQueue:
         *,
         worker_id: str | None = None,
         task_types: Sequence[str] | None = None,
+        remember: bool = True,
     ) -> list[Task]:
-        """Claim up to ``limit`` due tasks in one statement (see dequeue())."""
+        """Claim up to ``limit`` due tasks in one statement (see dequeue()).
+
+        ``remember=False`` is for callers that hand the Task (which carries
+        its claim token) back to complete_task()/fail_task(), as Worker
+        does: then this object keeps nothing per claimed task. Otherwise the
+        token is kept until the task is completed, failed or released, so
+        that seed.md's ``complete_task(task['id'], ...)`` works.
+        """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
             raise ValueError(f"limit must be an int from 1 to {_MAX_LIMIT}, got {limit!r}")
         if worker_id is not None:
@@ -257,7 +265,7 @@ class TaskQueue:
             token=secrets.randbits(63),
             rescue=rescue,
         )
-        if tasks:
+        if tasks and remember:
             mine = self._thread_claims()
             with self._lock:
                 for task in tasks:

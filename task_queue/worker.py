@@ -539,7 +539,7 @@ class Worker:
         types = list(self.handlers)
         if not types:
             return limit  # nothing to claim; don't spin
-        tasks = self.queue.claim(limit, worker_id=self.worker_id, task_types=types)
+        tasks = self.queue.claim(limit, worker_id=self.worker_id, task_types=types, remember=False)
         if tasks:
             with self._cond:
                 if self._stopping:
