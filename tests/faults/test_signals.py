@@ -49,17 +49,21 @@ def test_sigterm_drains_then_gives_the_rest_back(
         )  # fmt: skip
 
         def busy() -> bool:
-            runs = read_exec_logs(exec_dir, [worker.pid]).executions
+            logs = read_exec_logs(exec_dir, [worker.pid])
+            runs = logs.executions
             running = [e for e in runs if e.end is None]
             finished = [e for e in runs if e.end is not None]
-            # Both long tasks running, two short ones done, and a short one
-            # that started moments ago (it will end within the drain time).
+            claimed = {i for c in logs.claims.get(worker.pid, []) for i in c[2]}
+            # Both long tasks running, two short ones done, a short one that
+            # started moments ago (it will end within the drain time), and
+            # some prefetched that have not started.
             fresh = [e for e in running if e.task_id in work_ids]
             return (
                 {e.task_id for e in running} >= set(long_ids)
                 and len(finished) >= 2
                 and len(fresh) == 1
                 and time.monotonic() - fresh[0].start < 0.5
+                and bool(claimed - {e.task_id for e in runs})
             )
 
         wait_until(busy, timeout=60, interval=0.01)
@@ -95,10 +99,36 @@ def test_sigterm_drains_then_gives_the_rest_back(
             assert row["error_message"] is None, row
     for task_id in long_ids:
         assert rows[task_id]["status"] == "pending"
+    claimed = {i for c in logs.claims[worker.pid] for i in c[2]}
+    prefetched = claimed - {e.task_id for e in logs.executions}
+    assert prefetched and all(rows[i]["status"] == "pending" for i in prefetched)
     print(
-        f"completed {len(finished)}, given back {counts['pending']} "
-        f"(2 running past the drain deadline), stop began {stopped_at - sent:.3f}s after SIGTERM"
+        f"completed {len(finished)}, pending {counts['pending']} (2 running past the drain "
+        f"deadline, {len(prefetched)} prefetched, the rest never claimed), "
+        f"stop began {stopped_at - sent:.3f}s after SIGTERM"
     )
+
+
+def test_second_sigterm_gives_running_tasks_back_at_once(
+    procs: Procs, exec_dir: Path, db_path: str
+) -> None:
+    with TaskQueue(db_path) as queue:
+        ids = [queue.enqueue(f"long {i}", "long", {"seconds": 60}) for i in range(2)]
+        worker = procs.start(
+            "worker", db=db_path, log_dir=str(exec_dir), concurrency=2, prefetch=0,
+            lease=5.0, drain_timeout=60.0,
+        )  # fmt: skip
+        wait_until(lambda: len(read_exec_logs(exec_dir, [worker.pid]).open_in(worker.pid)) == 2)
+        procs.signal(worker, signal.SIGTERM)
+        # Draining (it would wait 60 s for the handlers)...
+        wait_until(lambda: worker.pid in read_exec_logs(exec_dir, [worker.pid]).stops)
+        assert worker.poll() is None
+        procs.signal(worker, signal.SIGTERM)  # ...until told again.
+        started = time.monotonic()
+        assert worker.wait(timeout=30) == 0, procs.output(worker)
+        assert time.monotonic() - started < 30
+    rows = check_invariants(db_path, ids, statuses=("pending",), procs=procs.started)
+    assert all((r["attempts"], r["retry_count"]) == (0, 0) for r in rows.values())
 
 
 def test_sigstopped_worker_late_completion_is_fenced(
