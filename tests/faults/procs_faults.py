@@ -21,9 +21,10 @@ Roles and their side channels (files the test reads, also after a SIGKILL):
   (fsync'd) once each enqueue returned, ``D`` when finished. Restarted after a
   kill, it resumes at the first index it has no ack for: the retry of an
   enqueue whose outcome it never learned.
-* ``contention``: threads that enqueue and work one file while a Worker works
-  it too, for a fixed time; writes a JSON report of its executions and of
-  every exception that reached a caller.
+* ``contention``: threads that enqueue (some with unique keys shared by all
+  processes) and work one file while a Worker works it too, for a fixed
+  time; writes a JSON report of its executions and of every exception that
+  reached a caller.
 
 CLOCK_MONOTONIC is system-wide on Linux, so monotonic times of different
 processes compare (the contention test checks that executions of one task
@@ -234,6 +235,7 @@ def contention(
     worker_concurrency: int = 4,
     lease: float = 30.0,
     fail_every: int = 50,
+    unique_keys: int = 40,
 ) -> None:
     """``threads`` threads enqueue and work the file by hand (dequeue,
     complete_task / fail_task) while a Worker works it too, for ``duration``
@@ -245,6 +247,7 @@ def contention(
     caller_errors: list[str] = []
     executions: list[tuple[int, int, float, float, str]] = []  # id, pid, start, end, who
     acked: list[int] = []
+    unique_acked: list[int] = []  # ids returned by enqueue(unique_key=...): may repeat
     lock = threading.Lock()
 
     class Collect(logging.Handler):
@@ -293,7 +296,16 @@ def contention(
         rng = random.Random(pid * 100 + index)
         while time.monotonic() < stop_at:
             try:
-                if rng.random() < 0.7:
+                roll = rng.random()
+                if roll < 0.1:
+                    # A key shared by all processes: one live task per key.
+                    n = next_n()
+                    key = f"k{rng.randrange(unique_keys)}"
+                    task_id = queue.enqueue(f"p{pid} {key}", "mixed", {"n": n}, unique_key=key)
+                    with lock:
+                        unique_acked.append(task_id)
+                    ids = []
+                elif roll < 0.7:
                     n = next_n()
                     ids = [queue.enqueue(f"p{pid} t{index} n{n}", "mixed", {"n": n})]
                 else:
@@ -312,7 +324,7 @@ def contention(
                         queue.fail_task(task, exc)
                     else:
                         queue.complete_task(task, result)
-                if rng.random() < 0.1:
+                if ids and rng.random() < 0.1:
                     queue.get_queue_stats()
                     queue.get_task(ids[0])
             except BaseException as exc:
@@ -347,6 +359,7 @@ def contention(
         "pid": pid,
         "drained": drained,
         "acked": acked,
+        "unique_acked": unique_acked,
         "executions": executions,
         "caller_errors": caller_errors,
         "problems": problems,

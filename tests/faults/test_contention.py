@@ -60,6 +60,9 @@ def test_four_processes_eight_threads_one_file(procs: Procs, tmp_path: Path, db_
         assert report["drained"]
     acked = [i for r in reports for i in r["acked"]]
     assert len(set(acked)) == len(acked), "an id was handed out twice"
+    unique_acked = {i for r in reports for i in r["unique_acked"]}
+    assert not unique_acked & set(acked)
+    acked += sorted(unique_acked)
 
     rows = check_invariants(db_path, acked, statuses=("completed", "failed"), procs=procs.started)
 
@@ -75,6 +78,21 @@ def test_four_processes_eight_threads_one_file(procs: Procs, tmp_path: Path, db_
                 overlaps.append((task_id, before, after))
     assert not overlaps, f"{len(overlaps)} task(s) ran twice at once: {overlaps[:5]}"
 
+    # One live task per unique key: a task can take a key only once the
+    # previous holder finished, so executions under one key never overlap.
+    by_key: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    for task_id in unique_acked:
+        for start, end, _, _ in runs[task_id]:
+            by_key[rows[task_id]["unique_key"]].append((start, end, task_id))
+    key_overlaps = []
+    for key, execs in by_key.items():
+        execs.sort()
+        for before, after in itertools.pairwise(execs):
+            if after[0] < before[1]:
+                key_overlaps.append((key, before, after))
+    assert not key_overlaps, f"two live tasks held one unique key: {key_overlaps[:5]}"
+    assert len(by_key) > 1
+
     wrong = []
     for task_id in acked:
         row = rows[task_id]
@@ -89,7 +107,8 @@ def test_four_processes_eight_threads_one_file(procs: Procs, tmp_path: Path, db_
     print(
         f"{len(acked)} tasks enqueued by {PROCESSES}x{THREADS} threads in {DURATION:.0f}s, "
         f"{total} executions ({by_thread} by hand-claiming threads, "
-        f"{total - by_thread} by Worker pools), no caller error, no overlap"
+        f"{total - by_thread} by Worker pools), {len(unique_acked)} tasks on "
+        f"{len(by_key)} shared unique keys, no caller error, no overlap"
     )
 
 
