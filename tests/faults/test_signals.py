@@ -3,7 +3,8 @@
 * SIGTERM to a process running ``Worker.run()`` with tasks in flight: no
   claims after the signal, tasks that finish within the drain deadline are
   completed, the rest (prefetched, or still running at the deadline) are
-  back to pending without using a retry.
+  back to pending without using a retry. A second SIGTERM (or SIGINT)
+  gives the running tasks back at once instead of waiting out the drain.
 * A worker frozen with SIGSTOP past its lease, then continued with SIGCONT:
   another worker took the task over, and the frozen one's late completion is
   rejected (fenced); the task's outcome is the other worker's.
@@ -109,8 +110,9 @@ def test_sigterm_drains_then_gives_the_rest_back(
     )
 
 
-def test_second_sigterm_gives_running_tasks_back_at_once(
-    procs: Procs, exec_dir: Path, db_path: str
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_second_signal_gives_running_tasks_back_at_once(
+    procs: Procs, exec_dir: Path, db_path: str, sig: signal.Signals
 ) -> None:
     with TaskQueue(db_path) as queue:
         ids = [queue.enqueue(f"long {i}", "long", {"seconds": 60}) for i in range(2)]
@@ -119,11 +121,11 @@ def test_second_sigterm_gives_running_tasks_back_at_once(
             lease=5.0, drain_timeout=60.0,
         )  # fmt: skip
         wait_until(lambda: len(read_exec_logs(exec_dir, [worker.pid]).open_in(worker.pid)) == 2)
-        procs.signal(worker, signal.SIGTERM)
+        procs.signal(worker, sig)
         # Draining (it would wait 60 s for the handlers)...
         wait_until(lambda: worker.pid in read_exec_logs(exec_dir, [worker.pid]).stops)
         assert worker.poll() is None
-        procs.signal(worker, signal.SIGTERM)  # ...until told again.
+        procs.signal(worker, sig)  # ...until told again.
         started = time.monotonic()
         assert worker.wait(timeout=30) == 0, procs.output(worker)
         assert time.monotonic() - started < 30
