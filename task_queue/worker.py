@@ -318,26 +318,32 @@ class Worker:
                 if not self._buffer:
                     return
                 task = self._buffer.popleft()
+                # Running from the moment it leaves the buffer: stop() must
+                # always find it in one or the other (to wait for it or give
+                # it back), never in neither.
+                rec = self._new_running(slot, task)
+                self._running[task.id] = rec
                 refill = self._claim_size() > 0
             if refill:
                 self._wake.set()
             try:
-                self._execute(slot, task)
+                self._execute(slot, rec)
             except BaseException:  # pragma: no cover - bookkeeping must not kill the thread
                 LOGGER.exception("%s: internal error around task %d", self.name, task.id)
             if slot.abandoned:
                 return
 
-    def _execute(self, slot: _Slot, task: Task) -> None:
-        fn = self.handlers.get(task.task_type)
+    def _new_running(self, slot: _Slot, task: Task) -> _Running:
         options = self.handlers.options(task.task_type)
         timeout = task.timeout if task.timeout is not None else options.timeout
+        start = self._monotonic()
+        ctx = TaskContext(task, None if timeout is None else start + timeout, self._monotonic)
+        return _Running(task, (task.id, task.claim_token or 0), ctx, slot, timeout)
+
+    def _execute(self, slot: _Slot, rec: _Running) -> None:
+        task, ctx = rec.task, rec.ctx
+        fn = self.handlers.get(task.task_type)
         started = self._monotonic()
-        ctx = TaskContext(task, None if timeout is None else started + timeout, self._monotonic)
-        claim: Claim = (task.id, task.claim_token or 0)
-        rec = _Running(task, claim, ctx, slot, timeout)
-        with self._cond:
-            self._running[task.id] = rec
         error: BaseException | None = None
         result: Any = None
         LOGGER.debug("%s: task %d (%r) started", self.name, task.id, task.name)
@@ -347,6 +353,7 @@ class Worker:
                 with slot.lock:
                     slot.current = rec
                     slot.in_handler = True
+                ctx.check()  # given back (stop) or cancelled before it started
                 if fn is None:
                     raise LookupError(f"no handler registered for task type {task.task_type!r}")
                 result = fn(task.payload)

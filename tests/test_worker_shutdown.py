@@ -14,7 +14,7 @@ import procs
 import pytest
 from helpers import wait_until
 
-from task_queue import TaskQueue, TaskStatus, Worker, current_task
+from task_queue import HandlerRegistry, TaskQueue, TaskStatus, Worker, current_task
 
 
 class Gates:
@@ -289,3 +289,44 @@ def drain_rounds(db_path: str) -> None:
             task = q.get_task(tid)
             assert task is not None
             assert (task.status, task.result) == (TaskStatus.COMPLETED, round_), round_
+
+
+class SlowLookup(HandlerRegistry):
+    """A registry whose next lookup of "h" is slow: it holds the executor
+    between taking a task from the prefetch buffer and starting it, as a
+    preempted thread would be held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = threading.Event()
+        self.in_lookup = threading.Event()
+
+    def __getitem__(self, task_type: str) -> Any:
+        if task_type == "h" and self.armed.is_set():
+            self.armed.clear()
+            self.in_lookup.set()
+            time.sleep(0.3)  # simulates a preemption; synchronises nothing
+        return super().__getitem__(task_type)
+
+
+def test_stop_never_misses_a_task_between_buffer_and_start(queue: TaskQueue) -> None:
+    """Regression: a task taken from the buffer but not yet registered as
+    running was in neither place; stop() returned without waiting for it or
+    giving it back, then its handler ran anyway and its outcome was dropped,
+    leaving the task running in the database."""
+    registry = SlowLookup()
+    ran: list[int] = []
+    registry["h"] = lambda p: ran.append(p) or p
+    worker = Worker(queue, registry, concurrency=1, prefetch=0).start()
+    registry.armed.set()
+    tid = queue.enqueue("t", "h", 1)
+    assert registry.in_lookup.wait(10)
+    worker.stop(timeout=5)
+    task = queue.get_task(tid)
+    assert task is not None
+    assert queue.get_queue_stats()["running"] == 0
+    # Either it ran within stop() and was recorded, or it was given back unrun.
+    assert (task.status, task.result, ran) in [
+        (TaskStatus.COMPLETED, 1, [1]),
+        (TaskStatus.PENDING, None, []),
+    ]
