@@ -331,7 +331,7 @@ class TaskQueue:
         max_retries: int | None = None,
     ) -> Failure:
         if isinstance(error, BaseException):
-            message = f"{type(error).__name__}: {error}"
+            message = f"{type(error).__name__}: {_safe_str(error)}"
             trace: str | None = "".join(
                 tb.format_exception(type(error), error, error.__traceback__)
             )
@@ -573,6 +573,15 @@ def _check_text(what: str, value: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(f"{what} is not valid Unicode text (lone surrogate?): {exc}") from None
+
+
+def _safe_str(error: BaseException) -> str:
+    """str(error); a placeholder if the exception's own __str__ fails (a
+    handler's hostile exception must not keep its failure from being recorded)."""
+    try:
+        return str(error)
+    except BaseException:
+        return f"<unprintable {type(error).__name__} object>"
 
 
 def _task_id(task_id: object) -> int:

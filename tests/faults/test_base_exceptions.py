@@ -6,6 +6,9 @@ then failed, and the worker's threads carry on with the other tasks. A
 handler that calls ``os._exit`` takes its whole worker process down: each
 crash counts as an attempt, so after its retries the task is failed instead
 of killing every worker forever, and the other tasks complete.
+
+An exception whose own ``__str__`` fails is recorded too (with a placeholder
+text), not lost in the worker's bookkeeping.
 """
 
 from __future__ import annotations
@@ -28,12 +31,30 @@ class CustomBase(BaseException):
     """Neither Exception nor one of Python's own BaseExceptions."""
 
 
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ fails")
+
+
+class UnprintableBase(BaseException):
+    def __str__(self) -> str:
+        raise SystemExit("__str__ raises SystemExit")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ fails")
+
+
 RAISED: dict[str, BaseException] = {
     "system_exit_0": SystemExit(0),
     "system_exit_3": SystemExit(3),
     "keyboard_interrupt": KeyboardInterrupt(),
     "generator_exit": GeneratorExit(),
     "custom_base": CustomBase("boom"),
+    # Regression: str(error) raised inside the worker's failure bookkeeping,
+    # so the failure was never recorded and the task sat "running" until its
+    # lease ran out (then was rescued as if its worker had died).
+    "unprintable_exception": UnprintableError(),
+    "unprintable_base": UnprintableBase(),
 }
 
 
@@ -67,7 +88,7 @@ def test_handlers_raising_base_exceptions(db_path: str) -> None:
             total = len(bad) + len(good)
             wait_until(
                 lambda: sum(queue.get_queue_stats()[s] for s in ("completed", "failed")) == total,
-                timeout=30,
+                timeout=20,  # well under the 30 s lease: no failure may wait for a rescue
             )
             # The pool is intact: every executor thread alive, and it still works.
             assert all(s.thread is not None and s.thread.is_alive() for s in worker._slots)
@@ -84,6 +105,8 @@ def test_handlers_raising_base_exceptions(db_path: str) -> None:
         assert runs[kind] == 3, (kind, runs[kind])
         assert (row["attempts"], row["retry_count"]) == (3, 2), row
         assert row["error_message"].startswith(type(RAISED[kind]).__name__), row
+        if kind.startswith("unprintable"):
+            assert "unprintable" in row["error_message"], row
         assert row["error_traceback"] and type(RAISED[kind]).__name__ in row["error_traceback"]
     for i in [*range(20), "after"]:
         assert runs[f"ok {i}"] == 1
