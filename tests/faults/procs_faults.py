@@ -16,11 +16,11 @@ Roles and their side channels (files the test reads, also after a SIGKILL):
 
   Every claim that returned tasks appends ``C <pid> <wall start> <wall end>
   <id,id,...>``, and the start of ``Worker.stop()`` appends ``T <pid> <wall>``.
-* ``producer``: enqueues a numbered series of single tasks and batches with
-  unique keys, appending ``A <index> <id,id,...>`` to ``<ack_dir>/acks-<slot>``
-  (fsync'd) once each enqueue returned, ``D`` when finished. Restarted after a
-  kill, it resumes at the first index it has no ack for: the retry of an
-  enqueue whose outcome it never learned.
+* ``producer``: a thread per slot enqueues a numbered series of single tasks
+  and batches with unique keys, appending ``A <index> <id,id,...>`` to
+  ``<ack_dir>/acks-<slot>`` (fsync'd) once each enqueue returned, ``D`` when
+  finished. Restarted after a kill, each resumes at the first index it has no
+  ack for: the retry of an enqueue whose outcome it never learned.
 * ``contention``: threads that enqueue (some with unique keys shared by all
   processes) and work one file while a Worker works it too, for a fixed
   time; writes a JSON report of its executions and of every exception that
@@ -187,11 +187,25 @@ def worker(
     logging.getLogger("procs_faults").info("worker %d exits", pid)
 
 
-def producer(db: str, ack_dir: str, slot: int, count: int, batch: int = 5) -> None:
-    """Enqueue items 0..count-1 of this slot; every third item is a batch."""
+def producer(db: str, ack_dir: str, slots: list[int], count: int, batch: int = 5) -> None:
+    """One thread per slot, all on one TaskQueue (so their writes share group
+    commits): each enqueues items 0..count-1 of its slot, every third item a
+    batch."""
     from task_queue import TaskQueue
 
     _setup_logging("WARNING")
+    with TaskQueue(db) as queue:
+        threads = [
+            threading.Thread(target=_produce, args=(queue, ack_dir, slot, count, batch))
+            for slot in slots
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def _produce(queue: Any, ack_dir: str, slot: int, count: int, batch: int) -> None:
     acks_path = Path(ack_dir, f"acks-{slot}")
     start = 0
     if acks_path.exists():
@@ -201,30 +215,29 @@ def producer(db: str, ack_dir: str, slot: int, count: int, batch: int = 5) -> No
             if line.endswith("\n") and line.startswith("A "):
                 start = max(start, int(line.split()[1]) + 1)
     acks = Log(acks_path)
-    with TaskQueue(db) as queue:
-        for index in range(start, count):
-            if index % 3 == 2:
-                specs = [
-                    {
-                        "name": f"s{slot} batch {index} #{j}",
-                        "task_type": "work",
-                        "payload": {"slot": slot, "index": index, "batch": batch},
-                        "unique_key": f"s{slot}-i{index}-j{j}",
-                    }
-                    for j in range(batch)
-                ]
-                ids = queue.enqueue_many(specs)
-            else:
-                ids = [
-                    queue.enqueue(
-                        f"s{slot} item {index}",
-                        "work",
-                        {"slot": slot, "index": index, "batch": 0},
-                        unique_key=f"s{slot}-i{index}",
-                    )
-                ]
-            acks.write(f"A {index} {','.join(map(str, ids))}")
-        acks.write("D")
+    for index in range(start, count):
+        if index % 3 == 2:
+            specs = [
+                {
+                    "name": f"s{slot} batch {index} #{j}",
+                    "task_type": "work",
+                    "payload": {"slot": slot, "index": index, "batch": batch},
+                    "unique_key": f"s{slot}-i{index}-j{j}",
+                }
+                for j in range(batch)
+            ]
+            ids = queue.enqueue_many(specs)
+        else:
+            ids = [
+                queue.enqueue(
+                    f"s{slot} item {index}",
+                    "work",
+                    {"slot": slot, "index": index, "batch": 0},
+                    unique_key=f"s{slot}-i{index}",
+                )
+            ]
+        acks.write(f"A {index} {','.join(map(str, ids))}")
+    acks.write("D")
 
 
 def contention(
