@@ -51,6 +51,7 @@ class OutcomeRecorder:
         self._todo: list[Outcome] = []
         self._writing: list[Outcome] = []
         self._closing = False
+        self._gave_up = False
         self._thread = threading.Thread(target=self._loop, name=f"{name}-recorder", daemon=True)
 
     def start(self) -> None:
@@ -67,12 +68,30 @@ class OutcomeRecorder:
         with self._cond:
             return [o.claim for o in self._todo] + [o.claim for o in self._writing]
 
-    def close(self) -> None:
-        """Write everything handed over, then stop the thread."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Write everything handed over, then stop the thread.
+
+        With a ``timeout``, give up after it (a storage fault that does not
+        clear): what is unwritten is logged and its tasks come back through
+        lease expiry, so they run again (at least once). True if all written.
+        """
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            return True
+        with self._cond:
+            lost = len(self._todo) + len(self._writing)
+            self._todo = []
+            self._gave_up = True
+            self._cond.notify_all()
+        LOGGER.error(
+            "gave up recording %d outcome(s) at shutdown; their tasks will run again "
+            "after their leases expire",
+            lost,
+        )
+        return False
 
     def _loop(self) -> None:
         backoff = 0.0
@@ -95,6 +114,8 @@ class OutcomeRecorder:
                     backoff,
                 )
                 with self._cond:
+                    if self._gave_up:
+                        return
                     self._todo[:0] = self._writing  # keep the order; retry first
                     self._writing = []
                     self._cond.wait(backoff)

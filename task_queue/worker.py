@@ -71,6 +71,8 @@ LOGGER = logging.getLogger("task_queue.worker")
 # tries a claim at least this often whatever it was told (an empty claim
 # changes no page, so its commit costs no fsync).
 _SWEEP_INTERVAL = 1.0
+# stop(timeout) gives queued outcomes at least this long to commit.
+_MIN_FLUSH = 5.0
 _names = itertools.count(1)
 
 
@@ -224,6 +226,10 @@ class Worker:
         returns, none of this worker's tasks is left running."""
         if not self._started or self._finished.is_set():
             return
+        if any(slot.thread is threading.current_thread() for slot in list(self._slots)):
+            raise RuntimeError(
+                f"{self.name}.stop() called from one of its own handlers would wait for itself"
+            )
         deadline = None if timeout is None else self._monotonic() + timeout
         with self._cond:
             already = self._stopping
@@ -258,7 +264,10 @@ class Worker:
                 len(leftover),
             )
             self._release([rec.claim for rec in leftover], "drain deadline")
-        self._recorder.close()
+        # Outcomes get what is left of the drain time, and at least a few
+        # seconds: a storage fault that does not clear must not hang stop().
+        flush = None if deadline is None else max(_MIN_FLUSH, deadline - self._monotonic())
+        self._recorder.close(flush)
         self._finished.set()
         self._wake.set()
         if self._dispatcher is not None:
