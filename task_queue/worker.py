@@ -53,7 +53,6 @@ from typing import Any
 from .context import TaskContext, _set_current
 from .errors import (
     NotAQueueDatabaseError,
-    PayloadError,
     QueueClosedError,
     ReadOnlyDatabaseError,
     StorageError,
@@ -412,7 +411,7 @@ class Worker:
         if error is None:
             try:
                 encoded = encode(result, what="result", max_bytes=self.queue.max_payload_bytes)
-            except PayloadError as exc:
+            except BaseException as exc:  # PayloadError, or whatever a hostile result raises
                 error = exc
         if error is None:
             LOGGER.info(

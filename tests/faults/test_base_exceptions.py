@@ -162,3 +162,33 @@ def test_handler_calling_os_exit_in_a_worker_process(
         assert by_task[task_id], task_id
         assert len([e for e in by_task[task_id] if e.pid not in crashed]) <= 1, by_task[task_id]
         assert rows[task_id]["retry_count"] <= 3
+
+
+class HostileDict(dict):  # type: ignore[type-arg]
+    def items(self) -> Any:
+        raise RuntimeError("items() fails")
+
+
+class HostileKey:
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ fails")
+
+
+def test_results_that_fail_to_encode_are_failed_attempts(db_path: str) -> None:
+    """Regression: a result whose own methods raise while it is encoded (not a
+    PayloadError) escaped the worker's bookkeeping; the task stayed running
+    after the worker stopped, until its lease ran out."""
+    registry = HandlerRegistry()
+    registry["dict"] = lambda payload: HostileDict(a=1)
+    registry["key"] = lambda payload: {HostileKey(): 1}
+    registry["ok"] = lambda payload: payload
+    with TaskQueue(db_path, retry_policy=RetryPolicy(base=0.0)) as queue:  # 30 s lease
+        bad = [queue.enqueue(t, t, max_retries=1) for t in ("dict", "key")]
+        good = [queue.enqueue("ok", "ok", i) for i in range(5)]
+        with Worker(queue, registry, concurrency=2, poll_interval=0.01):
+            wait_until(lambda: queue.get_queue_stats()["failed"] == 2, timeout=20)
+            wait_until(lambda: queue.get_queue_stats()["completed"] == 5, timeout=20)
+    rows = check_invariants(db_path, bad + good, per_task=dict.fromkeys(bad, ("failed",)))
+    for task_id, text in zip(bad, ("items() fails", "__repr__ fails"), strict=True):
+        assert (rows[task_id]["attempts"], rows[task_id]["retry_count"]) == (2, 1)
+        assert rows[task_id]["error_message"] == f"RuntimeError: {text}"
