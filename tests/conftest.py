@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from task_queue import HandlerRegistry, ManualClock, TaskQueue  # noqa: E402
+from task_queue import HandlerRegistry, ManualClock, TaskQueue
 
 
 @pytest.fixture
