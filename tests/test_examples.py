@@ -229,3 +229,19 @@ def test_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
         assert "completed {'sent': True}" in proc.stdout
     assert "'completed': 2" in proc.stdout
     assert "'running': 0" in proc.stdout
+
+
+def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_same_tests() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    head = readme.split("\n---\n", 1)[0]
+    blocks = [b.split("```", 1)[0].strip() for b in head.split("```bash\n")[1:]]
+    assert blocks == [
+        "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python examples/demo.py",
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest",
+    ]
+    ci = (EXAMPLES.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert ci.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in ci
+    assert "pip install --quiet -e '.[test]'" in ci
+    assert '"$venv/bin/python" -m pytest\n' in ci  # the README's command: every test
+    assert os.access(EXAMPLES.parent / ".ci" / "run", os.X_OK)
