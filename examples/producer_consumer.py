@@ -71,15 +71,20 @@ def run_worker(db_path: str) -> int:
 # -- the producer -------------------------------------------------------------------
 
 
-def wait_for(queue: TaskQueue, ids: list[int], timeout: float) -> bool:
+def wait_for(
+    queue: TaskQueue, ids: list[int], worker: subprocess.Popen[bytes], timeout: float
+) -> str | None:
+    """None once every task finished; otherwise what went wrong."""
     deadline = time.monotonic() + timeout
     final = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
     while time.monotonic() < deadline:
         tasks = [queue.get_task(i) for i in ids]
         if all(t is not None and t.status in final for t in tasks):
-            return True
+            return None
+        if worker.poll() is not None:
+            return f"the worker process exited early (code {worker.returncode})"
         time.sleep(0.02)
-    return False
+    return f"tasks did not finish within {timeout:g} s"
 
 
 def run_producer(db_path: str) -> int:
@@ -111,8 +116,9 @@ def run_producer(db_path: str) -> int:
         print(f"enqueued sync task {first}; enqueueing it again returned {again} (same task)")
         ids.append(first)
 
-        if not wait_for(queue, ids, timeout=30.0):
-            print("❌ tasks did not finish within 30 s", flush=True)
+        problem = wait_for(queue, ids, worker, timeout=30.0)
+        if problem:
+            print(f"❌ {problem}", flush=True)
             return 1
         print("\nresults:")
         for task_id in ids:
