@@ -43,6 +43,7 @@ import ctypes
 import dataclasses
 import itertools
 import logging
+import math
 import os
 import signal
 import socket
@@ -165,11 +166,19 @@ class Worker:
         self._signal = _WorkSignal(self)
         self._buffer: collections.deque[Task] = collections.deque()
         self._running: dict[int, _Running] = {}
+        # Monotonic time until which each buffered claim's lease surely
+        # lasts (set at claim, pushed on by each renewal): a task whose
+        # lease ran out while it waited (the process was frozen or starved)
+        # may be someone else's by now, and is not started.
+        self._valid_until: dict[Claim, float] = {}
+        # Set when a task with a timeout starts (wakes the timekeeper).
+        self._timed = threading.Event()
         self._recorder = OutcomeRecorder(queue, self.name, self._look_again)
         # Moving average of handler run time, for the adaptive prefetch.
         self._avg_duration: float | None = None
         self._slots: list[_Slot] = []
         self._dispatcher: threading.Thread | None = None
+        self._timekeeper: threading.Thread | None = None
         self._maybe_more = True
         self._started = False
         self._stopping = False
@@ -204,6 +213,10 @@ class Worker:
             target=self._dispatch_loop, name=f"{self.name}-dispatcher", daemon=True
         )
         self._dispatcher.start()
+        self._timekeeper = threading.Thread(
+            target=self._timekeeper_loop, name=f"{self.name}-timekeeper", daemon=True
+        )
+        self._timekeeper.start()
         LOGGER.info(
             "%s started: %d threads, types %s", self.name, self.concurrency, sorted(self.handlers)
         )
@@ -235,6 +248,7 @@ class Worker:
             self._stopping = True
             buffered = list(self._buffer)
             self._buffer.clear()
+            self._valid_until.clear()
             self._cond.notify_all()
         self._wake.set()
         if already:
@@ -269,8 +283,11 @@ class Worker:
         self._recorder.close(flush)
         self._finished.set()
         self._wake.set()
+        self._timed.set()
         if self._dispatcher is not None:
             self._dispatcher.join()
+        if self._timekeeper is not None:
+            self._timekeeper.join()
         for slot in list(self._slots):
             if slot.thread is not None and not slot.abandoned:
                 slot.thread.join(timeout=1.0)
@@ -326,26 +343,48 @@ class Worker:
                 if not self._buffer:
                     return
                 task = self._buffer.popleft()
+                valid_until = self._valid_until.pop((task.id, task.claim_token or 0), math.inf)
                 # Running from the moment it leaves the buffer: stop() must
                 # always find it in one or the other (to wait for it or give
                 # it back), never in neither.
                 rec = self._new_running(slot, task)
+                if self._monotonic() >= valid_until:
+                    rec.ctx.cancel("expired")  # not started: see _hand_over
                 self._running[task.id] = rec
                 refill = self._claim_size() > 0
             if refill:
                 self._wake.set()
             try:
                 self._execute(slot, rec)
-            except BaseException:  # pragma: no cover - bookkeeping must not kill the thread
+            except BaseException as exc:  # bookkeeping must not kill the thread
                 LOGGER.exception("%s: internal error around task %d", self.name, task.id)
+                self._after_internal_error(rec, exc)
             if slot.abandoned:
                 return
+
+    def _after_internal_error(self, rec: _Running, exc: BaseException) -> None:
+        """Never leave a task that our own code failed on "running" with its
+        lease renewed forever: count it as a failed attempt (a retry, not a
+        release, so a task that always trips us ends failed)."""
+        with self._cond:
+            held = self._running.get(rec.task.id) is rec
+            if held:
+                del self._running[rec.task.id]
+            self._cond.notify_all()
+        if not held:
+            return
+        try:
+            self._recorder.add(Outcome(rec.claim, failure=self.queue.make_failure(exc)))
+        except BaseException:
+            LOGGER.exception("%s: task %d is left to its lease", self.name, rec.task.id)
 
     def _new_running(self, slot: _Slot, task: Task) -> _Running:
         options = self.handlers.options(task.task_type)
         timeout = task.timeout if task.timeout is not None else options.timeout
         start = self._monotonic()
         ctx = TaskContext(task, None if timeout is None else start + timeout, self._monotonic)
+        if timeout is not None:
+            self._timed.set()
         return _Running(task, (task.id, task.claim_token or 0), ctx, slot, timeout)
 
     def _execute(self, slot: _Slot, rec: _Running) -> None:
@@ -402,6 +441,13 @@ class Worker:
         self, rec: _Running, error: BaseException | None, result: Any, elapsed: float, refill: bool
     ) -> None:
         task, ctx, claim, timeout = rec.task, rec.ctx, rec.claim, rec.timeout
+        if ctx.cancelled and ctx.reason == "expired":
+            # Its lease ran out while it waited in the buffer: another
+            # worker may be running it already. Give it back (fenced: only
+            # if still ours, and without using a retry) instead of running it.
+            self._release([claim], "lease ran out before they started")
+            self._wake.set()
+            return
         if ctx.cancelled and ctx.reason in ("cancelled", "lost"):
             LOGGER.info(
                 "%s: task %d was cancelled or lost its claim; outcome discarded", self.name, task.id
@@ -463,7 +509,6 @@ class Worker:
             self._wake.clear()
             now = self._monotonic()
             try:
-                self._check_timeouts(now)
                 if now >= next_heartbeat:
                     self._heartbeat()
                     next_heartbeat = now + self.heartbeat_interval
@@ -514,8 +559,6 @@ class Worker:
                 self._wake.wait(1.0)
                 continue
             wait = min(next_poll, next_heartbeat, next_rescue, next_sweep) - self._monotonic()
-            if self._running_with_deadline():
-                wait = min(wait, 0.05)
             if next_due is not None:
                 wait = min(wait, next_due - self.queue.clock.time())
             self._wake.wait(max(0.0, wait))
@@ -554,12 +597,16 @@ class Worker:
         types = list(self.handlers)
         if not types:
             return limit  # nothing to claim; don't spin
+        before = self._monotonic()
         tasks = self.queue.claim(limit, worker_id=self.worker_id, task_types=types, remember=False)
         if tasks:
             with self._cond:
                 if self._stopping:
                     late = tasks
                 else:
+                    valid_until = before + self.queue.lease_seconds
+                    for t in tasks:
+                        self._valid_until[(t.id, t.claim_token or 0)] = valid_until
                     self._buffer.extend(tasks)
                     late = []
                     self._cond.notify(len(tasks))
@@ -574,9 +621,14 @@ class Worker:
         claims += self._recorder.held()
         if not claims:
             return
+        before = self._monotonic()
         lease_until = self.queue.clock.time() + self.queue.lease_seconds
         renewed = self.queue.storage.renew(claims, lease_until)
         not_renewed = {c for c in claims if c[0] not in renewed}
+        with self._lock:
+            for c in claims:
+                if c in self._valid_until and c not in not_renewed:
+                    self._valid_until[c] = before + self.queue.lease_seconds
         if not not_renewed:
             return
         # Only a claim still in hand after the renewal is lost. An outcome
@@ -588,6 +640,8 @@ class Worker:
             lost_running = [rec for rec in self._running.values() if rec.claim in not_renewed]
             kept = [t for t in self._buffer if (t.id, t.claim_token or 0) not in not_renewed]
             lost = {t.id for t in self._buffer} - {t.id for t in kept}
+            for c in not_renewed:
+                self._valid_until.pop(c, None)
             self._buffer.clear()
             self._buffer.extend(kept)
         for rec in lost_running:
@@ -603,6 +657,21 @@ class Worker:
             len(lost),
             sorted(lost),
         )
+
+    def _timekeeper_loop(self) -> None:
+        """Enforce timeouts from a thread of their own: the dispatcher can
+        wait on the database (another process holding the write lock) for
+        longer than any timeout."""
+        while not self._finished.is_set():
+            self._timed.clear()
+            try:
+                self._check_timeouts(self._monotonic())
+            except Exception:  # pragma: no cover - keep enforcing
+                LOGGER.exception("%s: timeout check failed", self.name)
+            if self._running_with_deadline():
+                self._finished.wait(0.05)
+            else:
+                self._timed.wait(1.0)
 
     def _running_with_deadline(self) -> bool:
         with self._lock:
