@@ -358,9 +358,16 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                 error = translate(exc)
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                # The reads saw writes now rolled back: run them again alone
+                # rather than fail them with the writers' error (disk full).
+                readers = [r for r, _, _ in answers if r.readonly] if write else []
                 for r, _, _ in answers:
-                    r._answer(error=error)
-                return
+                    if r not in readers:
+                        r._answer(error=error)
+                if not readers:
+                    return
+                batch, write = readers, False
+                continue
             # Answer only now that the transaction is durable (fix 5).
             for r, result, err in answers:
                 r._answer(result, err)

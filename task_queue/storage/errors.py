@@ -25,6 +25,8 @@ SQLITE_CORRUPT = 11
 SQLITE_FULL = 13
 SQLITE_CANTOPEN = 14
 SQLITE_NOTADB = 26
+# Extended: the -shm file could not be grown (mmap on a full file system).
+SQLITE_IOERR_SHMSIZE = SQLITE_IOERR | (19 << 8)
 
 _MESSAGES = (
     ("database is locked", SQLITE_BUSY),
@@ -77,7 +79,7 @@ def translate(exc: BaseException, *, opening: bool = False) -> BaseException:
         error = DatabaseBusyError(
             f"the database stayed locked by another connection beyond the retry budget: {exc}"
         )
-    elif code == SQLITE_FULL:
+    elif code == SQLITE_FULL or getattr(exc, "sqlite_errorcode", None) == SQLITE_IOERR_SHMSIZE:
         error = DiskFullError(f"the database or disk is full: {exc}")
     elif code == SQLITE_READONLY:
         error = ReadOnlyDatabaseError(f"the database cannot be written: {exc}")

@@ -10,10 +10,15 @@ already allocated still succeed; every write below is made to need new pages.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +203,140 @@ def test_worker_backs_off_while_its_own_writes_fail_and_recovers_alone(
         assert row["retry_count"] == 0 and row["attempts"] == 1
         assert row["error_message"] is None
         assert row["result"] == f'"{BIG}{i}"'
+
+
+# -- a real full file system (tmpfs), where the machine allows mounting one -----------------
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs, to be filled up: SQLite meets a real ENOSPC, at COMMIT too."""
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs Linux and root; covered by max_page_count above")
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False, timeout=30)
+
+
+def fill(directory: Path) -> Path:
+    """Take every free byte of the file system; return the file to delete."""
+    filler = directory / "filler"
+    chunk = b"\0" * 65536
+    with open(filler, "wb", buffering=0) as handle:
+        while True:
+            try:
+                handle.write(chunk)
+            except OSError:
+                break
+        while chunk:  # the last few bytes too
+            chunk = chunk[: len(chunk) // 2]
+            try:
+                handle.write(chunk)
+            except OSError:
+                continue
+    return filler
+
+
+@pytest.mark.slow
+def test_a_really_full_file_system(tiny_fs: Path) -> None:
+    db = str(tiny_fs / "queue.db")
+    q = TaskQueue(db)
+    acked = [q.enqueue(f"before-{i}", "t", "x" * 2000) for i in range(20)]
+    filler = fill(tiny_fs)
+    worker: Worker | None = None
+    try:
+        with pytest.raises(DiskFullError):
+            for _ in range(2000):  # the WAL may still have room for a few
+                acked.append(q.enqueue("while full", "t", "x" * 2000))
+        pending = q.get_queue_stats()["pending"]
+        assert pending == len(acked)
+        with pytest.raises(DiskFullError):
+            q.enqueue_many([{"name": "m", "task_type": "t", "payload": "y" * 2000}] * 20)
+        assert q.get_queue_stats()["pending"] == pending
+
+        # A worker started on the full disk waits; it does not fail tasks.
+        ran: list[int] = []
+        worker = Worker(q, {"t": lambda payload: ran.append(len(payload))}, concurrency=2)
+        worker.start()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # an observation window
+            assert q.get_queue_stats()["failed"] == 0
+            time.sleep(0.05)
+
+        filler.unlink()  # space is back; the same TaskQueue and Worker carry on
+        acked += q.enqueue_many([{"name": "m", "task_type": "t", "payload": "y" * 2000}] * 20)
+        wait_until(lambda: q.get_queue_stats()["completed"] == len(acked), timeout=60)
+    finally:
+        if worker is not None:
+            worker.stop(10)
+        q.close()
+    rows = check_invariants(db, acked)
+    assert all(r["retry_count"] == 0 for r in rows.values())
+
+
+def test_reads_sharing_a_batch_whose_commit_fails_still_succeed(tiny_fs: Path) -> None:
+    """Regression: when COMMIT failed (ENOSPC writing the WAL), the reads that
+    shared the batch were failed with DiskFullError too (seen as
+    get_queue_stats() raising while a Worker's writes failed)."""
+    from task_queue.storage.engine import Engine
+
+    db = str(tiny_fs / "queue.db")
+    TaskQueue(db).close()
+    engine = Engine(db)
+    # Read once first, so the -shm file exists: the failure is at COMMIT.
+    assert engine.call(lambda conn: conn.execute("SELECT count(*) FROM tasks").fetchone()[0]) == 0
+    filler = fill(tiny_fs)
+    gate = threading.Event()
+    try:
+        blocker = engine.submit(lambda conn: gate.wait(10), readonly=True)
+        rows = [("n", "t", "x" * 50_000, 2, "pending", 0, 0, 0)] * 20
+        write = engine.submit(
+            lambda conn: (
+                conn.executemany(
+                    "INSERT INTO tasks (name, task_type, payload, priority, status, created_at,"
+                    " max_retries, run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                ).rowcount
+            )
+        )
+        read = engine.submit(
+            lambda conn: conn.execute("SELECT count(*) FROM tasks").fetchone()[0], readonly=True
+        )
+        gate.set()
+        assert blocker.wait(10) is True
+        with pytest.raises(DiskFullError):
+            write.wait(10)
+        assert read.wait(10) == 0  # not the rolled-back rows, and no error
+    finally:
+        gate.set()
+        filler.unlink()
+        engine.close()
+
+
+def test_opening_a_queue_on_a_full_disk_is_disk_full(tiny_fs: Path) -> None:
+    """Regression: the -shm file cannot be created on a full file system;
+    SQLite says SQLITE_IOERR_SHMSIZE ("disk I/O error"), which surfaced as a
+    plain StorageError instead of DiskFullError."""
+    db = str(tiny_fs / "queue.db")
+    with TaskQueue(db) as q:
+        task_id = q.enqueue("a", "t")
+    filler = fill(tiny_fs)
+    try:
+        with pytest.raises(DiskFullError):
+            TaskQueue(db)
+    finally:
+        filler.unlink()
+    with TaskQueue(db) as q:
+        assert q.get_task(task_id) is not None
