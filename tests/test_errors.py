@@ -350,3 +350,15 @@ def test_set_max_size_validates(db_path: str) -> None:
             storage.set_max_size(True)
     finally:
         storage.close()
+
+
+def test_a_shm_file_that_cannot_grow_is_disk_full() -> None:
+    """SQLITE_IOERR_SHMSIZE: on a full file system the -shm file cannot be
+    created or grown; SQLite says "disk I/O error" (regression: that was a
+    plain StorageError). Other I/O errors stay StorageError."""
+    shm = sqlite3.OperationalError("disk I/O error")
+    shm.sqlite_errorcode = 4874  # type: ignore[attr-defined]
+    assert type(translate(shm)) is DiskFullError
+    read = sqlite3.OperationalError("disk I/O error")
+    read.sqlite_errorcode = 266  # type: ignore[attr-defined]  # SQLITE_IOERR_READ
+    assert type(translate(read)) is StorageError
