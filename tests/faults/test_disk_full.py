@@ -249,7 +249,6 @@ def fill(directory: Path) -> Path:
     return filler
 
 
-@pytest.mark.slow
 def test_a_really_full_file_system(tiny_fs: Path) -> None:
     db = str(tiny_fs / "queue.db")
     q = TaskQueue(db)
