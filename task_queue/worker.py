@@ -102,6 +102,8 @@ class _Running:
     slot: _Slot
     timeout: float | None
     timeout_fired_at: float | None = None
+    #: A TaskTimeout was raised asynchronously in the executor (under slot.lock).
+    interrupted: bool = False
 
 
 class _WorkSignal:
@@ -409,8 +411,17 @@ class Worker:
                     slot.in_handler = False
                     slot.current = None
                 # A TaskTimeout scheduled just as the handler returned must
-                # not hit our bookkeeping below.
-                _async_raise(threading.get_ident(), None)
+                # not hit our bookkeeping below: take it here. Never clear
+                # one with _async_raise(..., None): on CPython 3.11 that
+                # leaves the eval breaker set, and under a profiler or
+                # tracer (cProfile, coverage, pdb) the thread then spins
+                # forever after its first task.
+                if rec.interrupted:
+                    try:
+                        for _ in range(3):
+                            pass
+                    except TaskTimeout:
+                        pass
         except BaseException as exc:  # SystemExit etc. from handler code too
             error = exc
         finally:
@@ -692,6 +703,7 @@ class Worker:
                     if slot.current is rec and slot.in_handler and slot.thread is not None:
                         assert slot.thread.ident is not None
                         _async_raise(slot.thread.ident, TaskTimeout)
+                        rec.interrupted = True
                 LOGGER.warning(
                     "%s: task %d ran past its %ss timeout; interrupting it",
                     self.name,

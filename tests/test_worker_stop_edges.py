@@ -65,3 +65,28 @@ def test_stop_returns_despite_a_storage_fault_that_does_not_clear(
     finally:
         queue.storage.set_max_size(None)  # type: ignore[attr-defined]
         queue.close()
+
+
+class _TrippingRegistry(HandlerRegistry):
+    """A registry whose lookup fails for one type: an error in the worker's
+    own code path, outside any handler."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "trip":
+            raise RuntimeError("registry lookup exploded")
+        return super().get(key, default)
+
+
+def test_internal_error_counts_as_a_failed_attempt_not_a_forever_running_task(
+    queue: TaskQueue,
+) -> None:
+    registry = _TrippingRegistry()
+    registry["trip"] = lambda payload: None
+    registry["ok"] = lambda payload: payload
+    trip = queue.enqueue("t", "trip", max_retries=0)
+    with Worker(queue, registry, concurrency=1):
+        wait_until(lambda: queue.get_task(trip).status == TaskStatus.FAILED)  # type: ignore[union-attr]
+        ok = queue.enqueue("o", "ok", 7)  # the thread survived
+        wait_until(lambda: queue.get_task(ok).status == TaskStatus.COMPLETED)  # type: ignore[union-attr]
+    task = queue.get_task(trip)
+    assert task is not None and "registry lookup exploded" in (task.error_message or "")
