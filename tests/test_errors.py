@@ -211,12 +211,17 @@ def test_a_lock_released_within_the_budget_is_waited_for(db_path: str) -> None:
         q.close()
 
 
-def test_opening_while_another_connection_writes_is_busy_not_foreign(db_path: str) -> None:
+def test_opening_while_another_connection_writes_takes_no_write_lock(db_path: str) -> None:
+    """Opening a current queue needs no write lock (it used to take one,
+    and raised DatabaseBusyError behind a long writer elsewhere)."""
     TaskQueue(db_path).close()
     locker = Locker(db_path)
     try:
+        queue = TaskQueue(db_path, busy_timeout=0.2)
+        assert queue.get_queue_stats()["pending"] == 0  # reads work meanwhile
         with pytest.raises(DatabaseBusyError):
-            TaskQueue(db_path, busy_timeout=0.2)
+            queue.enqueue("a", "t")  # writes still wait for the lock, then say so
+        queue.close()
     finally:
         locker.release()
     TaskQueue(db_path).close()

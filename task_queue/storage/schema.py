@@ -124,25 +124,35 @@ def _inspect(conn: sqlite3.Connection) -> tuple[int, set[str]]:
     return app_id, {row[0] for row in rows}
 
 
+def _schema_version(conn: sqlite3.Connection, app_id: int, tables: set[str]) -> int:
+    version = 0
+    if "task_queue_meta" in tables:
+        row = conn.execute(
+            "SELECT value FROM task_queue_meta WHERE key = 'schema_version'"
+        ).fetchone()
+        version = int(row[0]) if row else 0
+    elif app_id == APPLICATION_ID:
+        raise NotAQueueDatabaseError("task_queue file without its meta table: damaged")
+    if version > SCHEMA_VERSION:
+        raise NotAQueueDatabaseError(
+            f"the database has schema version {version}, newer than this library "
+            f"understands ({SCHEMA_VERSION}); upgrade task_queue"
+        )
+    return version
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
+    # Opening a current file takes no write lock: a busy writer elsewhere
+    # must not make TaskQueue() wait or fail.
+    app_id, tables = _inspect(conn)
+    if app_id == APPLICATION_ID and _schema_version(conn, app_id, tables) == SCHEMA_VERSION:
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         # Read again under the write lock: another process may have just
         # created the schema.
         app_id, tables = _inspect(conn)
-        version = 0
-        if "task_queue_meta" in tables:
-            row = conn.execute(
-                "SELECT value FROM task_queue_meta WHERE key = 'schema_version'"
-            ).fetchone()
-            version = int(row[0]) if row else 0
-        elif app_id == APPLICATION_ID:
-            raise NotAQueueDatabaseError("task_queue file without its meta table: damaged")
-        if version > SCHEMA_VERSION:
-            raise NotAQueueDatabaseError(
-                f"the database has schema version {version}, newer than this library "
-                f"understands ({SCHEMA_VERSION}); upgrade task_queue"
-            )
+        version = _schema_version(conn, app_id, tables)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in split_statements(QUERIES[MIGRATIONS[target]]):
                 conn.execute(statement)
