@@ -583,11 +583,19 @@ class Worker:
         """
         if self.prefetch is not None:
             return self.concurrency + self.prefetch
+        # Roughly: hold at most ~0.1-0.2 s of work per thread beyond the
+        # running task, and nothing extra for tasks of a second or more.
         avg = self._avg_duration
-        if avg is None or avg >= 0.01:
-            extra = 0 if avg is not None and avg >= 1.0 else self.concurrency
-        else:
+        if avg is None:
+            extra = self.concurrency
+        elif avg >= 1.0:
+            extra = 0
+        elif avg >= 0.01:
+            extra = self.concurrency
+        elif avg >= 0.001:
             extra = 4 * self.concurrency
+        else:
+            extra = 16 * self.concurrency
         return self.concurrency + extra
 
     def _claim_size(self) -> int:
