@@ -49,6 +49,8 @@ def task_from_row(row: Sequence[Any]) -> Task:
 
 
 def _enqueue(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float) -> list[int]:
+    if len(tasks) > 1 and all(t.unique_key is None and "\x00" not in t.name for t in tasks):
+        return _enqueue_bulk(conn, tasks, now)
     ids: list[int] = []
     for t in tasks:
         params = {
@@ -64,6 +66,22 @@ def _enqueue(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float) -> 
             if row is None:  # pragma: no cover - the index and query disagree
                 raise RuntimeError("insert conflicted but no live task holds the key")
         ids.append(int(row[0]))
+    return ids
+
+
+def _bulk_row(t: NewTask) -> list[Any]:
+    return [t.name, t.task_type, t.payload, t.priority, t.scheduled_at, t.max_retries, t.run_at,
+            t.timeout]  # fmt: skip
+
+
+def _enqueue_bulk(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float) -> list[int]:
+    # SQLite's JSON functions end text at a NUL, hence no NUL in names here
+    # (task types cannot hold one; JSON payload text escapes it).
+    rows = json.dumps([_bulk_row(t) for t in tasks], ensure_ascii=False, allow_nan=False)
+    ids = sorted(int(r[0]) for r in conn.execute(Q["insert_tasks"], {"tasks": rows, "now": now}))
+    if len(ids) != len(tasks):  # pragma: no cover - every row inserts or the statement fails
+        raise RuntimeError(f"bulk insert returned {len(ids)} ids for {len(tasks)} tasks")
+    # AUTOINCREMENT hands out increasing ids in insertion order (ORDER BY key).
     return ids
 
 
@@ -292,7 +310,10 @@ class SqliteStorage:
 
     # -- writes --
     def enqueue(self, tasks: Sequence[NewTask], now: float) -> list[int]:
-        ids: list[int] = self._engine.call(_enqueue, tasks, now)
+        # One task is one INSERT (and maybe a read): SQLite rolls a failing
+        # statement back by itself, so only batches need a savepoint for
+        # all-or-nothing.
+        ids: list[int] = self._engine.call(_enqueue, tasks, now, savepoint=len(tasks) > 1)
         return ids
 
     def claim(
