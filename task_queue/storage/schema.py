@@ -110,9 +110,19 @@ def open_database(conn: sqlite3.Connection, *, synchronous: str) -> None:
 
 
 def _inspect(conn: sqlite3.Connection) -> tuple[int, set[str]]:
+    # Both reads in one transaction: read apart, another process creating
+    # the queue could commit in between, and its tables would look foreign
+    # (application_id still 0, tables already there).
+    own_txn = not conn.in_transaction
     try:
-        app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
-        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        if own_txn:
+            conn.execute("BEGIN")
+        try:
+            app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            if own_txn and conn.in_transaction:
+                conn.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         if primary_code(exc) in _NOT_ABOUT_THE_FILE:
             # Busy (retried by the engine), read-only, I/O: typed by the
