@@ -236,6 +236,18 @@ class TaskQueue:
         token is kept until the task is completed, failed or released, so
         that seed.md's ``complete_task(task['id'], ...)`` works.
         """
+        return self._claim_batch(limit, worker_id, task_types, remember, ())[1]
+
+    def _claim_batch(
+        self,
+        limit: int,
+        worker_id: str | None,
+        task_types: Sequence[str] | None,
+        remember: bool,
+        completions: Sequence[tuple[Claim, str | None]],
+    ) -> tuple[set[int], list[Task]]:
+        """claim(), writing ``completions`` in the same transaction first
+        (Worker: one commit per batch). Returns (ids recorded, tasks)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
             raise ValueError(f"limit must be an int from 1 to {_MAX_LIMIT}, got {limit!r}")
         if worker_id is not None:
@@ -246,8 +258,8 @@ class TaskQueue:
             if isinstance(task_types, str):
                 raise TypeError("task_types must be a sequence of strings, not a string")
             task_types = list(task_types)
-            if not task_types:
-                return []
+            if not task_types and not completions:
+                return set(), []
             if any(not isinstance(t, str) or "\x00" in t for t in task_types):
                 # json_each would cut "a\x00b" to "a" and claim type "a".
                 raise ValueError(f"task_types must be strings without NUL, got {task_types!r}")
@@ -256,15 +268,18 @@ class TaskQueue:
         rescue = now >= self._next_rescue
         if rescue:
             self._next_rescue = now + self.rescue_interval
-        tasks = self.storage.claim(
-            worker_id=worker_id or self._default_worker_id,
-            limit=limit,
-            task_types=task_types,
-            now=now,
-            lease_expires_at=now + self.lease_seconds,
-            token=secrets.randbits(63),
-            rescue=rescue,
-        )
+        claim_args: dict[str, Any] = {
+            "worker_id": worker_id or self._default_worker_id,
+            "limit": limit,
+            "task_types": task_types,
+            "lease_expires_at": now + self.lease_seconds,
+            "token": secrets.randbits(63),
+            "rescue": rescue,
+        }
+        if completions:
+            recorded, tasks = self.storage.complete_and_claim(completions, now, **claim_args)
+        else:
+            recorded, tasks = set(), self.storage.claim(now=now, **claim_args)
         if tasks and remember:
             mine = self._thread_claims()
             with self._lock:
@@ -272,7 +287,7 @@ class TaskQueue:
                     assert task.claim_token is not None
                     mine[task.id] = task.claim_token
                     self._held[task.id] = task.claim_token
-        return tasks
+        return recorded, tasks
 
     # -- outcomes (fenced) -----------------------------------------------------
     def complete_task(self, task: TaskRef, result: Any = None, *, token: int | None = None) -> bool:

@@ -11,6 +11,10 @@ fails for the storage's own reasons (disk full, database busy past the
 budget), the task is not at fault: the outcomes are kept, the claims stay
 renewed by the heartbeat, and the write is retried with backoff until the
 fault clears.
+
+The dispatcher also borrows the waiting completions (:meth:`lend`) to write
+them in the same transaction as its next claim: one commit instead of two
+per batch of short tasks.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class OutcomeRecorder:
         self._cond = threading.Condition()
         self._todo: list[Outcome] = []
         self._writing: list[Outcome] = []
+        # Completions borrowed by the dispatcher, being written with a claim.
+        self._lent: list[Outcome] = []
         self._closing = False
         self._gave_up = False
         self._thread = threading.Thread(target=self._loop, name=f"{name}-recorder", daemon=True)
@@ -66,7 +72,37 @@ class OutcomeRecorder:
     def held(self) -> list[Claim]:
         """Claims whose outcome is not committed yet (the heartbeat keeps them)."""
         with self._cond:
-            return [o.claim for o in self._todo] + [o.claim for o in self._writing]
+            return [o.claim for o in self._todo + self._writing + self._lent]
+
+    def lend(self) -> list[Outcome]:
+        """Take the waiting completions, to be written by the caller; then
+        :meth:`settle` them, or :meth:`give_back` if the write failed."""
+        with self._cond:
+            if self._closing or not any(o.failure is None for o in self._todo):
+                return []
+            lent = [o for o in self._todo if o.failure is None]
+            self._todo = [o for o in self._todo if o.failure is not None]
+            self._lent.extend(lent)
+            return lent
+
+    def settle(self, lent: list[Outcome], recorded: set[int]) -> None:
+        for o in lent:
+            if o.claim[0] not in recorded:
+                LOGGER.warning(
+                    "completion of task %d not recorded: claim no longer held", o.claim[0]
+                )
+        self._drop_lent(lent, back=False)
+
+    def give_back(self, lent: list[Outcome]) -> None:
+        self._drop_lent(lent, back=True)
+
+    def _drop_lent(self, lent: list[Outcome], *, back: bool) -> None:
+        with self._cond:
+            ids = {id(o) for o in lent}
+            self._lent = [o for o in self._lent if id(o) not in ids]
+            if back:
+                self._todo[:0] = lent
+            self._cond.notify_all()
 
     def close(self, timeout: float | None = None) -> bool:
         """Write everything handed over, then stop the thread.
@@ -82,7 +118,7 @@ class OutcomeRecorder:
         if not self._thread.is_alive():
             return True
         with self._cond:
-            lost = len(self._todo) + len(self._writing)
+            lost = len(self._todo) + len(self._writing) + len(self._lent)
             self._todo = []
             self._gave_up = True
             self._cond.notify_all()
@@ -97,10 +133,10 @@ class OutcomeRecorder:
         backoff = 0.0
         while True:
             with self._cond:
-                while not self._todo and not self._closing:
+                while not self._todo and not (self._closing and not self._lent):
                     self._cond.wait()
                 if not self._todo:
-                    return
+                    return  # closing, and nothing left here or lent out
                 self._writing, self._todo = self._todo, []
             try:
                 self._write(self._writing)

@@ -617,7 +617,17 @@ class Worker:
         if not types:
             return limit  # nothing to claim; don't spin
         before = self._monotonic()
-        tasks = self.queue.claim(limit, worker_id=self.worker_id, task_types=types, remember=False)
+        # Completions waiting to be written ride along with the claim: one
+        # commit for both (the recorder writes whatever is not taken).
+        lent = self._recorder.lend()
+        try:
+            recorded, tasks = self.queue._claim_batch(
+                limit, self.worker_id, types, False, [(o.claim, o.result) for o in lent]
+            )
+        except BaseException:
+            self._recorder.give_back(lent)
+            raise
+        self._recorder.settle(lent, recorded)
         if tasks:
             with self._cond:
                 if self._stopping:

@@ -76,6 +76,22 @@ class Storage(Protocol):
         """
         ...
 
+    def complete_and_claim(
+        self,
+        completions: Sequence[tuple[Claim, str | None]],
+        now: float,
+        *,
+        worker_id: str,
+        limit: int,
+        task_types: Sequence[str] | None,
+        lease_expires_at: float,
+        token: int,
+        rescue: bool,
+    ) -> tuple[set[int], list[Task]]:
+        """complete_many() then claim(), in one transaction (a Worker's
+        steady state: one commit per batch instead of two)."""
+        ...
+
     def complete(self, claim: Claim, result: str | None, now: float) -> bool:
         """Record success if ``claim`` still holds; False if fenced out."""
         ...

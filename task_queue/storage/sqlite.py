@@ -96,6 +96,17 @@ def _claim(conn: sqlite3.Connection, params: dict[str, Any], rescue: bool) -> li
     return tasks
 
 
+def _complete_and_claim(
+    conn: sqlite3.Connection,
+    items: Sequence[tuple[Claim, str | None]],
+    now: float,
+    params: dict[str, Any],
+    rescue: bool,
+) -> tuple[set[int], list[Task]]:
+    recorded = _complete_many(conn, items, now) if items else set()
+    return recorded, _claim(conn, params, rescue)
+
+
 def _fenced(conn: sqlite3.Connection, task_id: int) -> bool:
     """After a fenced update matched nothing: False, or raise if no such task."""
     if conn.execute(Q["task_status"], {"id": task_id}).fetchone() is None:
@@ -327,14 +338,42 @@ class SqliteStorage:
         token: int,
         rescue: bool,
     ) -> list[Task]:
-        params: dict[str, Any] = {
+        params = self._claim_params(
+            worker_id=worker_id, limit=limit, task_types=task_types, now=now,
+            lease_expires_at=lease_expires_at, token=token, rescue=rescue,
+        )  # fmt: skip
+        tasks: list[Task] = self._engine.call(_claim, params, rescue, savepoint=rescue)
+        return tasks
+
+    @staticmethod
+    def _claim_params(
+        *,
+        worker_id: str,
+        limit: int,
+        task_types: Sequence[str] | None,
+        now: float,
+        lease_expires_at: float,
+        token: int,
+        rescue: bool,
+    ) -> dict[str, Any]:
+        return {
             "worker_id": worker_id, "now": now, "lease_expires_at": lease_expires_at,
             "token": token, "limit": limit,
             "types": None if task_types is None else json.dumps(list(task_types)),
             "owner_host": host_id(), "owner_pid": os.getpid(),
         }  # fmt: skip
-        tasks: list[Task] = self._engine.call(_claim, params, rescue, savepoint=rescue)
-        return tasks
+
+    def complete_and_claim(
+        self,
+        completions: Sequence[tuple[Claim, str | None]],
+        now: float,
+        **claim: Any,
+    ) -> tuple[set[int], list[Task]]:
+        params = self._claim_params(now=now, **claim)
+        result: tuple[set[int], list[Task]] = self._engine.call(
+            _complete_and_claim, list(completions), now, params, claim["rescue"]
+        )
+        return result
 
     def complete(self, claim: Claim, result: str | None, now: float) -> bool:
         return bool(self.complete_nowait(claim, result, now).wait())

@@ -156,13 +156,15 @@ def worker(
     log = Log(Path(log_dir, f"exec-{pid}.log"))
 
     class RecordingQueue(TaskQueue):
-        def claim(self, limit: int, **kwargs: Any) -> Any:
+        # Every claim (dequeue, claim, and a Worker's claim that also writes
+        # its completions) goes through _claim_batch.
+        def _claim_batch(self, *args: Any, **kwargs: Any) -> Any:
             started = time.time()
-            tasks = super().claim(limit, **kwargs)
+            recorded, tasks = super()._claim_batch(*args, **kwargs)
             if tasks:
                 ids = ",".join(str(t.id) for t in tasks)
                 log.write(f"C {pid} {started:.6f} {time.time():.6f} {ids}")
-            return tasks
+            return recorded, tasks
 
     class RecordingWorker(Worker):
         def stop(self, timeout: float | None = None) -> None:
