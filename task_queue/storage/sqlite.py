@@ -85,11 +85,16 @@ def _enqueue_bulk(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float
     return ids
 
 
-def _claim(conn: sqlite3.Connection, params: dict[str, Any], rescue: bool) -> list[Task]:
+def _claim(conn: sqlite3.Connection, params: dict[str, Any], rescue: bool) -> list[Any]:
+    # Raw rows: the caller's thread turns them into Tasks, so the engine
+    # thread (the one every caller waits for) is free sooner.
     if rescue:
         _rescue(conn, params["now"], True)
     query = Q["claim_any"] if params.get("types") is None else Q["claim_types"]
-    rows = conn.execute(query, params).fetchall()
+    return conn.execute(query, params).fetchall()
+
+
+def _claimed_tasks(rows: list[Any]) -> list[Task]:
     tasks = [task_from_row(r) for r in rows]
     # RETURNING order is unspecified; hand tasks out in claim order.
     tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
@@ -102,7 +107,7 @@ def _complete_and_claim(
     now: float,
     params: dict[str, Any],
     rescue: bool,
-) -> tuple[set[int], list[Task]]:
+) -> tuple[set[int], list[Any]]:
     recorded = _complete_many(conn, items, now) if items else set()
     return recorded, _claim(conn, params, rescue)
 
@@ -342,8 +347,7 @@ class SqliteStorage:
             worker_id=worker_id, limit=limit, task_types=task_types, now=now,
             lease_expires_at=lease_expires_at, token=token, rescue=rescue,
         )  # fmt: skip
-        tasks: list[Task] = self._engine.call(_claim, params, rescue, savepoint=rescue)
-        return tasks
+        return _claimed_tasks(self._engine.call(_claim, params, rescue, savepoint=rescue))
 
     @staticmethod
     def _claim_params(
@@ -370,10 +374,10 @@ class SqliteStorage:
         **claim: Any,
     ) -> tuple[set[int], list[Task]]:
         params = self._claim_params(now=now, **claim)
-        result: tuple[set[int], list[Task]] = self._engine.call(
+        recorded, rows = self._engine.call(
             _complete_and_claim, list(completions), now, params, claim["rescue"]
         )
-        return result
+        return recorded, _claimed_tasks(rows)
 
     def complete(self, claim: Claim, result: str | None, now: float) -> bool:
         return bool(self.complete_nowait(claim, result, now).wait())
