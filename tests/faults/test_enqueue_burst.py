@@ -3,9 +3,10 @@
 
 Producer processes, two threads each (their writes share group commits),
 enqueue numbered single tasks and batches (enqueue_many), each with unique
-keys, and record every acknowledgement durably once enqueue returned.
-They are killed at random moments and restarted; a restarted producer retries the first item it has no acknowledgement for,
-which may or may not have been committed before the kill. Then: no
+keys, and record every acknowledgement durably once enqueue returned. They
+are killed at random moments and restarted; a restarted producer retries the
+first item it has no acknowledgement for, which may or may not have been
+committed before the kill. Then: no
 acknowledged task is lost, no unique key has two rows, and a batch is never
 seen partly written (checked after every kill, not only at the end, since a
 retry would fill a half-written batch up and hide it).
