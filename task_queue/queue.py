@@ -18,7 +18,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .errors import TaskNotClaimedError, TaskNotFoundError
 from .payload import DEFAULT_MAX_BYTES, encode
 from .retry import RetryPolicy
-from .storage.base import Claim, Failure, NewTask, Pending, Storage
+from .storage.base import Claim, Failure, NewTask, Storage
 from .storage.sqlite import SqliteStorage
 from .task import Task, TaskPriority, TaskStatus
 
@@ -367,13 +367,7 @@ class TaskQueue:
             error=message, traceback=trace, backoff=policy.delay, max_retries=max_retries
         )
 
-    # -- operations for Worker (no token bookkeeping, not waiting) -----------
-    def _complete_nowait(self, claim: Claim, result: str | None) -> Pending:
-        return self.storage.complete_nowait(claim, result, self.clock.time())
-
-    def _fail_nowait(self, claim: Claim, failure: Failure) -> Pending:
-        return self.storage.fail_nowait(claim, failure, self.clock.time())
-
+    # -- claim-token bookkeeping for callers that pass bare ids ---------------
     def _forget(self, claim: Claim) -> None:
         task_id, token = claim
         mine = self._thread_claims()

@@ -1,6 +1,6 @@
 """Storage backends behind the narrow interface in :mod:`.base`."""
 
-from .base import Claim, Failure, NewTask, Pending, Storage
+from .base import Claim, Failure, NewTask, Storage
 from .sqlite import SqliteStorage
 
-__all__ = ["Claim", "Failure", "NewTask", "Pending", "SqliteStorage", "Storage"]
+__all__ = ["Claim", "Failure", "NewTask", "SqliteStorage", "Storage"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from ..task import Task
 
@@ -44,14 +44,6 @@ class Failure:
 
 #: (task id, claim token): proof that the caller holds a claim.
 Claim = tuple[int, int]
-
-
-class Pending(Protocol):
-    """An operation submitted without waiting (Worker completions)."""
-
-    def done(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> Any: ...
 
 
 class Storage(Protocol):
@@ -103,12 +95,6 @@ class Storage(Protocol):
     def complete_many(self, items: Sequence[tuple[Claim, str | None]], now: float) -> set[int]:
         """complete() for many claims at once; returns the ids recorded."""
         ...
-
-    def complete_nowait(self, claim: Claim, result: str | None, now: float) -> Pending:
-        """As complete(), queued; the Pending answers once committed."""
-        ...
-
-    def fail_nowait(self, claim: Claim, failure: Failure, now: float) -> Pending: ...
 
     def release(self, claims: Sequence[Claim]) -> list[int]:
         """Give claims back unfinished, the attempt not counted; ids released."""

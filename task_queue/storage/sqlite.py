@@ -13,7 +13,7 @@ from ..errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
 from ..owner import host_id, pid_alive
 from ..payload import decode
 from ..task import Task, TaskPriority, TaskStatus
-from .base import Claim, Failure, NewTask, Pending
+from .base import Claim, Failure, NewTask
 from .engine import Engine
 from .schema import open_database, prepare_file
 from .sql import QUERIES
@@ -380,10 +380,7 @@ class SqliteStorage:
         return recorded, _claimed_tasks(rows)
 
     def complete(self, claim: Claim, result: str | None, now: float) -> bool:
-        return bool(self.complete_nowait(claim, result, now).wait())
-
-    def complete_nowait(self, claim: Claim, result: str | None, now: float) -> Pending:
-        return self._engine.submit(_complete, claim, result, now, savepoint=False)
+        return bool(self._engine.call(_complete, claim, result, now, savepoint=False))
 
     def complete_many(self, items: Sequence[tuple[Claim, str | None]], now: float) -> set[int]:
         if not items:
@@ -392,10 +389,7 @@ class SqliteStorage:
         return done
 
     def fail(self, claim: Claim, failure: Failure, now: float) -> bool:
-        return bool(self.fail_nowait(claim, failure, now).wait())
-
-    def fail_nowait(self, claim: Claim, failure: Failure, now: float) -> Pending:
-        return self._engine.submit(_fail, claim, failure, now, savepoint=False)
+        return bool(self._engine.call(_fail, claim, failure, now, savepoint=False))
 
     def release(self, claims: Sequence[Claim]) -> list[int]:
         if not claims:
