@@ -25,7 +25,11 @@ class TaskPriority(IntEnum):
 class TaskStatus(str, Enum):
     """Lifecycle: pending -> running -> completed | failed; pending/running -> cancelled.
 
-    A str subclass, so ``stats['pending']`` and ``status == 'pending'`` work.
+    ``running`` means claimed: a worker holds the task's lease. A Worker may
+    hold a few short tasks in its prefetch buffer before a thread starts
+    them; they are ``running`` (and their ``started_at`` is the claim time)
+    from the claim on. A str subclass, so ``stats['pending']`` and
+    ``status == 'pending'`` work.
     """
 
     PENDING = "pending"

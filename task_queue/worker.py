@@ -587,7 +587,10 @@ class Worker:
         # running task, and nothing extra for tasks of a second or more.
         avg = self._avg_duration
         if avg is None:
-            extra = self.concurrency
+            # Unknown yet: claim no further ahead than the free threads, so
+            # a first batch of long tasks does not wait behind each other
+            # while another worker idles.
+            extra = 0
         elif avg >= 1.0:
             extra = 0
         elif avg >= 0.01:
