@@ -268,18 +268,16 @@ class TaskQueue:
         rescue = now >= self._next_rescue
         if rescue:
             self._next_rescue = now + self.rescue_interval
-        claim_args: dict[str, Any] = {
-            "worker_id": worker_id or self._default_worker_id,
-            "limit": limit,
-            "task_types": task_types,
-            "lease_expires_at": now + self.lease_seconds,
-            "token": secrets.randbits(63),
-            "rescue": rescue,
-        }
-        if completions:
-            recorded, tasks = self.storage.complete_and_claim(completions, now, **claim_args)
-        else:
-            recorded, tasks = set(), self.storage.claim(now=now, **claim_args)
+        recorded, tasks = self.storage.complete_and_claim(
+            completions,
+            now,
+            worker_id=worker_id or self._default_worker_id,
+            limit=limit,
+            task_types=task_types,
+            lease_expires_at=now + self.lease_seconds,
+            token=secrets.randbits(63),
+            rescue=rescue,
+        )
         if tasks and remember:
             mine = self._thread_claims()
             with self._lock:

@@ -51,23 +51,6 @@ class Storage(Protocol):
         """Insert all or none; for a live unique_key return the existing id."""
         ...
 
-    def claim(
-        self,
-        *,
-        worker_id: str,
-        limit: int,
-        task_types: Sequence[str] | None,
-        now: float,
-        lease_expires_at: float,
-        token: int,
-        rescue: bool,
-    ) -> list[Task]:
-        """Atomically take up to ``limit`` due tasks (after rescuing expired leases).
-
-        The claim records this process (host and PID) as its owner.
-        """
-        ...
-
     def complete_and_claim(
         self,
         completions: Sequence[tuple[Claim, str | None]],
@@ -80,8 +63,12 @@ class Storage(Protocol):
         token: int,
         rescue: bool,
     ) -> tuple[set[int], list[Task]]:
-        """complete_many() then claim(), in one transaction (a Worker's
-        steady state: one commit per batch instead of two)."""
+        """The claim: atomically take up to ``limit`` due tasks (after
+        rescuing expired leases, if ``rescue``), recording this process
+        (host and PID) as their owner. ``completions`` (possibly none) are
+        written first in the same transaction, as complete_many() would: a
+        Worker's steady state, one commit per batch instead of two.
+        Returns (ids recorded, tasks claimed)."""
         ...
 
     def complete(self, claim: Claim, result: str | None, now: float) -> bool:

@@ -332,51 +332,30 @@ class SqliteStorage:
         ids: list[int] = self._engine.call(_enqueue, tasks, now, savepoint=len(tasks) > 1)
         return ids
 
-    def claim(
+    def complete_and_claim(
         self,
+        completions: Sequence[tuple[Claim, str | None]],
+        now: float,
         *,
         worker_id: str,
         limit: int,
         task_types: Sequence[str] | None,
-        now: float,
         lease_expires_at: float,
         token: int,
         rescue: bool,
-    ) -> list[Task]:
-        params = self._claim_params(
-            worker_id=worker_id, limit=limit, task_types=task_types, now=now,
-            lease_expires_at=lease_expires_at, token=token, rescue=rescue,
-        )  # fmt: skip
-        return _claimed_tasks(self._engine.call(_claim, params, rescue, savepoint=rescue))
-
-    @staticmethod
-    def _claim_params(
-        *,
-        worker_id: str,
-        limit: int,
-        task_types: Sequence[str] | None,
-        now: float,
-        lease_expires_at: float,
-        token: int,
-        rescue: bool,
-    ) -> dict[str, Any]:
-        return {
+    ) -> tuple[set[int], list[Task]]:
+        params = {
             "worker_id": worker_id, "now": now, "lease_expires_at": lease_expires_at,
             "token": token, "limit": limit,
             "types": None if task_types is None else json.dumps(list(task_types)),
             "owner_host": host_id(), "owner_pid": os.getpid(),
         }  # fmt: skip
-
-    def complete_and_claim(
-        self,
-        completions: Sequence[tuple[Claim, str | None]],
-        now: float,
-        **claim: Any,
-    ) -> tuple[set[int], list[Task]]:
-        params = self._claim_params(now=now, **claim)
+        # A plain claim is one statement; only completions or a rescue make
+        # the unit several statements that must stand or fall together.
         recorded, rows = self._engine.call(
-            _complete_and_claim, list(completions), now, params, claim["rescue"]
-        )
+            _complete_and_claim, list(completions), now, params, rescue,
+            savepoint=bool(completions) or rescue,
+        )  # fmt: skip
         return recorded, _claimed_tasks(rows)
 
     def complete(self, claim: Claim, result: str | None, now: float) -> bool:
