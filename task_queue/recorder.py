@@ -86,11 +86,7 @@ class OutcomeRecorder:
             return lent
 
     def settle(self, lent: list[Outcome], recorded: set[int]) -> None:
-        for o in lent:
-            if o.claim[0] not in recorded:
-                LOGGER.warning(
-                    "completion of task %d not recorded: claim no longer held", o.claim[0]
-                )
+        _warn_fenced(lent, recorded)
         self._drop_lent(lent, back=False)
 
     def give_back(self, lent: list[Outcome]) -> None:
@@ -167,11 +163,7 @@ class OutcomeRecorder:
         completions = [o for o in batch if o.failure is None]
         if completions:
             recorded = storage.complete_many([(o.claim, o.result) for o in completions], now())
-            for o in completions:
-                if o.claim[0] not in recorded:
-                    LOGGER.warning(
-                        "completion of task %d not recorded: claim no longer held", o.claim[0]
-                    )
+            _warn_fenced(completions, recorded)
             # Written: a retry of the failures below must not repeat them.
             batch[:] = [o for o in batch if o.failure is not None]
         while batch:
@@ -183,3 +175,9 @@ class OutcomeRecorder:
             # A retry may be due at once; our own commits do not change
             # data_version, so tell the dispatcher to look.
             self._on_failure_recorded()
+
+
+def _warn_fenced(completions: list[Outcome], recorded: set[int]) -> None:
+    for o in completions:
+        if o.claim[0] not in recorded:
+            LOGGER.warning("completion of task %d not recorded: claim no longer held", o.claim[0])
