@@ -173,7 +173,7 @@ def insert_params(i: int, now: float) -> dict[str, Any]:
 
 
 def queries() -> dict[str, str]:
-    from task_queue.storage.sql import QUERIES
+    from task_queue.storage.sqlite.sql import QUERIES
 
     return QUERIES
 

@@ -24,7 +24,7 @@ from packaging.version import Version
 from sqlite_worker import SqliteWorker
 
 from task_queue import DatabaseBusyError, DatabaseOpenError, QueueClosedError, StorageError
-from task_queue.storage.engine import Engine, Request
+from task_queue.storage.sqlite.engine import Engine, Request
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,7 +31,7 @@ from task_queue import (
     TaskQueueError,
     TaskTimeout,
 )
-from task_queue.storage.errors import translate
+from task_queue.storage.sqlite.errors import translate
 from task_queue.storage.sqlite import SqliteStorage
 
 TYPED = [

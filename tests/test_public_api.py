@@ -135,4 +135,4 @@ def test_version_and_typed_marker() -> None:
     declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
     assert declared is not None and task_queue.__version__ == declared.group(1)
     assert resources.files("task_queue").joinpath("py.typed").is_file()
-    assert resources.files("task_queue.storage").joinpath("queries.sql").is_file()
+    assert resources.files("task_queue.storage.sqlite").joinpath("queries.sql").is_file()

@@ -289,7 +289,7 @@ def test_reads_sharing_a_batch_whose_commit_fails_still_succeed(tiny_fs: Path) -
     """Regression: when COMMIT failed (ENOSPC writing the WAL), the reads that
     shared the batch were failed with DiskFullError too (seen as
     get_queue_stats() raising while a Worker's writes failed)."""
-    from task_queue.storage.engine import Engine
+    from task_queue.storage.sqlite.engine import Engine
 
     db = str(tiny_fs / "queue.db")
     TaskQueue(db).close()

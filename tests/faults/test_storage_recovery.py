@@ -25,7 +25,7 @@ from task_queue import (
     TaskQueue,
     Worker,
 )
-from task_queue.storage.engine import Engine
+from task_queue.storage.sqlite.engine import Engine
 
 from .invariants import check_invariants
 

@@ -47,7 +47,7 @@ from typing import Any
 
 from sqlite_worker import SqliteWorker  # type: ignore[import-untyped]
 
-from ..errors import QueueClosedError, StorageError
+from ...errors import QueueClosedError, StorageError
 from .errors import is_busy, is_transaction_fatal, translate
 
 LOGGER = logging.getLogger("task_queue.storage")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from ..errors import DatabaseOpenError, NotAQueueDatabaseError
+from ...errors import DatabaseOpenError, NotAQueueDatabaseError
 from .errors import (
     SQLITE_BUSY,
     SQLITE_CANTOPEN,

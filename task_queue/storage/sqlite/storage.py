@@ -9,11 +9,11 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
-from ..owner import host_id, pid_alive
-from ..payload import decode
-from ..task import Task, TaskPriority, TaskStatus
-from .base import Claim, Failure, NewTask
+from ...errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
+from ...owner import host_id, pid_alive
+from ...payload import decode
+from ...task import Task, TaskPriority, TaskStatus
+from ..base import Claim, Failure, NewTask
 from .engine import Engine
 from .schema import open_database, prepare_file
 from .sql import QUERIES
