@@ -1,12 +1,24 @@
+"""Fixtures for every test directory.
+
+Layout, by risk: ``unit/`` pure modules (no database), ``storage/`` the
+storage contract suite run against every backend (plus each backend's own
+internals), ``integration/`` a real queue file with real threads in one
+process, ``processes/`` several real processes: faults, kills, signals, fork.
+Shared helpers live in ``support/``.
+"""
+
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from support import Procs
 
 from task_queue import HandlerRegistry, ManualClock, TaskQueue
 
@@ -38,3 +50,30 @@ def clocked_queue(db_path: str, clock: ManualClock) -> Iterator[TaskQueue]:
 @pytest.fixture
 def registry() -> HandlerRegistry:
     return HandlerRegistry()
+
+
+@pytest.fixture
+def procs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Procs]:
+    """Role processes for a fault scenario; killed and reaped after the test,
+    their output printed when it failed."""
+    manager = Procs(tmp_path / "procs")
+    yield manager
+    manager.cleanup()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(manager.dump())
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def exec_dir(tmp_path: Path) -> Path:
+    """Where worker processes write their execution logs."""
+    path = tmp_path / "exec"
+    path.mkdir()
+    return path

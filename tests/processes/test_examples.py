@@ -1,0 +1,247 @@
+"""The examples run as a user would run them, and do what they say."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from support import wait_until
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run_env() -> dict[str, str]:
+    # The checkout first on the path, so the examples import this task_queue
+    # even where it is not installed.
+    path = os.pathsep.join(p for p in (str(EXAMPLES.parent), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONPATH": path}
+
+
+def run_example(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        env=run_env(),
+        cwd=EXAMPLES.parent,
+    )
+
+
+def lines_matching(pattern: str, text: str) -> list[str]:
+    return re.findall(pattern, text, flags=re.MULTILINE)
+
+
+# -- demo.py -------------------------------------------------------------------
+
+
+def check_demo_output(out: str) -> None:
+    assert out.rstrip().endswith("✅ Demo completed successfully!")
+    enqueued = lines_matching(r"^📝 Enqueued task #(\d+): (.+) \(priority: (\w+)", out)
+    assert [(int(i), name) for i, name, _ in enqueued] == [
+        (1, "Send welcome email"),
+        (2, "Generate sales report"),
+        (3, "Process image 1"),
+        (4, "Process image 2"),
+        (5, "Process image 3"),
+        (6, "Daily cleanup"),
+        (7, "Send newsletter"),
+        (8, "Scheduled cleanup"),
+    ]
+    assert "📊 Initial Queue Stats:\n   pending: 8\n" in out
+    assert lines_matching(r"^🔧 Worker started: (Worker-\d)$", out) == [
+        "Worker-1",
+        "Worker-2",
+        "Worker-3",
+    ]
+    started = [int(i) for i in lines_matching(r"^⚙️  Processing task #(\d+):", out)]
+    assert sorted(started) == [1, 2, 3, 4, 5, 7, 8], "each due task ran exactly once"
+    # Priority order (claims are atomic and in priority order; the prints of
+    # concurrent workers may swap places, so only coarse order is checked):
+    # the three first claims take the HIGH tasks and the first NORMAL one,
+    # the LOW task starts after the first NORMAL ones, the one scheduled
+    # two seconds ahead starts last.
+    assert set(started[:3]) == {1, 2, 3}
+    assert started.index(7) > started.index(3)
+    assert started[-1] == 8
+    completed = sorted(int(i) for i in lines_matching(r"^✅ Task #(\d+) completed", out))
+    assert completed == [1, 2, 3, 4, 5, 7, 8]
+    final = out.split("📊 Final Queue Stats:\n", 1)[1]
+    assert final.startswith("   completed: 7\n   pending: 1\n\n")
+    recent_part = final.split("✅ Recently Completed Tasks:", 1)[1].split("⏰", 1)[0]
+    recent = lines_matching(r"^   #(\d+): (.+)$", recent_part)
+    assert len(recent) == 5
+    assert recent[0] == ("8", "Scheduled cleanup"), "the task that ran last comes first"
+    assert "6" not in [task_id for task_id, _ in recent]
+    assert "⏰ Still pending (scheduled for later):\n   #6: Daily cleanup (due " in out
+
+
+def test_demo_prints_the_expected_output() -> None:
+    proc = run_example("examples/demo.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_demo_output(proc.stdout)
+    # Nothing went wrong inside the library (it logs warnings to stderr).
+    assert proc.stderr == ""
+
+
+@pytest.mark.slow
+def test_demo_file_is_refused_unless_reset_and_reruns_identically(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    first = run_example("examples/demo.py", "--db", str(db))
+    assert first.returncode == 0, first.stdout + first.stderr
+    check_demo_output(first.stdout)
+    assert db.exists()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = conn.execute("SELECT id, status FROM tasks ORDER BY id").fetchall()
+    conn.close()
+    assert [s for _, s in rows] == ["completed"] * 5 + ["pending"] + ["completed"] * 2
+
+    refused = run_example("examples/demo.py", "--db", str(db))
+    assert refused.returncode == 2
+    assert "--reset" in refused.stderr
+
+    again = run_example("examples/demo.py", "--db", str(db), "--reset")
+    assert again.returncode == 0, again.stdout + again.stderr
+    check_demo_output(again.stdout)
+
+
+# -- producer_consumer.py -----------------------------------------------------
+
+
+def test_producer_consumer_across_processes() -> None:
+    proc = run_example("examples/producer_consumer.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "enqueueing it again returned 13 (same task)" in out
+    results = lines_matching(r"^  #(\d+) (.+): (\w+) after (\d+) attempt", out)
+    assert len(results) == 13
+    assert all(status == "completed" for _, _, status, _ in results)
+    assert results[-1][1:] == ("Sync SKU-42", "completed", "2"), "retried once, then succeeded"
+    assert "'running': 0" in out and "'completed': 13" in out
+    assert "worker process exited with code 0" in out
+    assert out.rstrip().endswith("✅ producer/consumer example finished")
+    # The worker drained on SIGTERM instead of dying mid-task.
+    assert "received signal" in proc.stderr and "consumer stopped" in proc.stderr
+
+
+def test_producer_consumer_keeps_the_file(tmp_path: Path) -> None:
+    db = tmp_path / "jobs.db"
+    proc = run_example("examples/producer_consumer.py", "--db", str(db))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from task_queue import TaskQueue
+
+    with TaskQueue(db) as queue:
+        assert queue.get_queue_stats()["completed"] == 13
+
+
+# -- flask_app.py ----------------------------------------------------------------
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def flask_app(tmp_path: Path) -> Iterator[Any]:
+    pytest.importorskip("flask")
+    app = load_example("flask_app").create_app(str(tmp_path / "web.db"), concurrency=2)
+    yield app
+    app.extensions["task_queue"]["shutdown"]()
+
+
+def test_flask_enqueue_then_poll_status(flask_app: Any) -> None:
+    client = flask_app.test_client()
+    resp = client.post("/signup", json={"email": "ada@example.com"})
+    assert resp.status_code == 202
+    body = resp.get_json()
+    task_id = body["task_id"]
+    assert body["status_url"] == f"/tasks/{task_id}"
+
+    def finished() -> dict[str, Any] | None:
+        data: dict[str, Any] = client.get(body["status_url"]).get_json()
+        return data if data["status"] == "completed" else None
+
+    task = wait_until(finished, timeout=10)
+    assert task["result"] == {"delivered_to": "ada@example.com"}
+    assert task["attempts"] == 1
+    assert client.get("/stats").get_json() == {
+        "pending": 0,
+        "running": 0,
+        "completed": 1,
+        "failed": 0,
+        "cancelled": 0,
+    }
+
+
+def test_flask_double_submit_while_queued_gives_one_task(flask_app: Any) -> None:
+    # Stop the worker so the first task is certainly still pending.
+    flask_app.extensions["task_queue"]["worker"].stop(timeout=5)
+    client = flask_app.test_client()
+    first = client.post("/signup", json={"email": "bob@example.com"}).get_json()
+    second = client.post("/signup", json={"email": "bob@example.com"}).get_json()
+    assert first["task_id"] == second["task_id"]
+    assert client.get("/stats").get_json()["pending"] == 1
+
+
+def test_flask_bad_requests(flask_app: Any) -> None:
+    client = flask_app.test_client()
+    assert client.post("/signup", data="not json").status_code == 400
+    assert client.post("/signup", json={"email": 42}).status_code == 400
+    assert client.get("/tasks/999").status_code == 404
+    assert client.get("/stats").get_json()["pending"] == 0
+
+
+# -- README ------------------------------------------------------------------------
+
+
+def test_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick start", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "quick_start.py"
+    script.write_text(code, encoding="utf-8")
+    for _ in range(2):  # a second run finds the first run's task in tasks.db
+        proc = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            env=run_env(),
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "sending 'Welcome!' to user@example.com" in proc.stdout
+        assert "completed {'sent': True}" in proc.stdout
+    assert "'completed': 2" in proc.stdout
+    assert "'running': 0" in proc.stdout
+
+
+def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_same_tests() -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    head = readme.split("\n---\n", 1)[0]
+    blocks = [b.split("```", 1)[0].strip() for b in head.split("```bash\n")[1:]]
+    assert blocks == [
+        "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/python examples/demo.py",
+        "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest",
+    ]
+    ci = (EXAMPLES.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert ci.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in ci
+    assert "pip install --quiet -e '.[test]'" in ci
+    assert '"$venv/bin/python" -m pytest\n' in ci  # the README's command: every test
+    assert os.access(EXAMPLES.parent / ".ci" / "run", os.X_OK)

@@ -1,0 +1,126 @@
+"""Entry points for the tests' worker and producer processes.
+
+Run as a script, never imported into a forked child: ``python tests/support/procs.py
+<command> '<json arguments>'``. Each process opens its own TaskQueue, as a
+real deployment does. Tests start these with :func:`start` (subprocess, so
+nothing of the test process, its threads or its open queues is inherited).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+
+
+def start(command: str, **kwargs: Any) -> subprocess.Popen[str]:
+    """Start ``command`` of this module in a fresh Python process."""
+    return subprocess.Popen(
+        [sys.executable, str(HERE), command, json.dumps(kwargs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _append(path: str, line: str) -> None:
+    # One write() of a whole line on an O_APPEND descriptor: lines from
+    # several threads never interleave.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def pool(db: str, out: str, expect: int, concurrency: int = 4, lease: float = 30.0) -> None:
+    """A Worker pool that logs every execution to ``out`` ("<pid> <task id>").
+    Writes ``out``.ready once working; stops once ``expect`` tasks are finished."""
+    from task_queue import TaskQueue, Worker, current_task
+
+    pid = os.getpid()
+
+    def count(payload: Any) -> Any:
+        ctx = current_task()
+        assert ctx is not None
+        _append(out, f"{pid} {ctx.task.id}")
+        time.sleep(0.001)  # a little work, so the processes share the load
+        return {"pid": pid}
+
+    with TaskQueue(db, lease_seconds=lease) as queue:
+        worker = Worker(queue, {"count": count}, concurrency=concurrency, poll_interval=0.02)
+        worker.start()
+        Path(out + ".ready").touch()
+        deadline = time.monotonic() + 120
+        try:
+            while time.monotonic() < deadline:
+                stats = queue.get_queue_stats()
+                if stats["completed"] + stats["failed"] >= expect:
+                    break
+                time.sleep(0.02)
+        finally:
+            worker.stop(10)
+
+
+def hang(db: str, markers: str, lease: float) -> None:
+    """A worker whose "hang" handler writes ``markers``/started-<id> and then
+    blocks until cancelled. Runs until killed."""
+    from task_queue import TaskQueue, Worker, current_task
+
+    def hang_handler(payload: Any) -> Any:
+        ctx = current_task()
+        assert ctx is not None
+        Path(markers, f"started-{ctx.task.id}").write_text(str(os.getpid()))
+        ctx.wait(600)
+        return "hang finished"
+
+    queue = TaskQueue(db, lease_seconds=lease)
+    Worker(queue, {"hang": hang_handler}, concurrency=1, prefetch=0).run()
+
+
+def run_worker(db: str, log: str, concurrency: int, drain_timeout: float, duration: float) -> None:
+    """``Worker.run()`` in the main thread, as a service would; ``work``
+    tasks log "start <id>", take ``duration`` seconds (cut short only by a
+    cancellation) and log "done <id>"."""
+    from task_queue import TaskQueue, Worker, current_task
+
+    logging.basicConfig(
+        level=logging.INFO,
+        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(log + ".log")],
+    )
+
+    def work(payload: Any) -> Any:
+        ctx = current_task()
+        assert ctx is not None
+        _append(log, f"start {ctx.task.id}")
+        cancelled = ctx.wait(duration)
+        _append(log, f"{'cancelled' if cancelled else 'done'} {ctx.task.id}")
+        return {"task": ctx.task.id}
+
+    with TaskQueue(db) as queue:
+        worker = Worker(queue, {"work": work}, concurrency=concurrency, drain_timeout=drain_timeout)
+        _append(log, "ready")
+        worker.run()
+    _append(log, "exited")
+
+
+def enqueue(db: str, task_type: str, n: int) -> None:
+    """Enqueue ``n`` tasks and print their ids as JSON."""
+    from task_queue import TaskQueue
+
+    with TaskQueue(db) as queue:
+        ids = [queue.enqueue(f"{task_type} {i}", task_type, {"i": i}) for i in range(n)]
+    print(json.dumps(ids))
+
+
+COMMANDS = {"pool": pool, "hang": hang, "run_worker": run_worker, "enqueue": enqueue}
+
+if __name__ == "__main__":
+    COMMANDS[sys.argv[1]](**json.loads(sys.argv[2]))

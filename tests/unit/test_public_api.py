@@ -1,0 +1,138 @@
+"""The public API: what `from task_queue import ...` offers, pinned."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import task_queue
+
+EXPECTED_ALL = [
+    "TASK_HANDLERS",
+    "Clock",
+    "DatabaseBusyError",
+    "DatabaseOpenError",
+    "DiskFullError",
+    "DuplicateTaskError",
+    "HandlerRegistry",
+    "ManualClock",
+    "NotAQueueDatabaseError",
+    "PayloadError",
+    "QueueClosedError",
+    "ReadOnlyDatabaseError",
+    "RetryPolicy",
+    "StorageError",
+    "SystemClock",
+    "Task",
+    "TaskCancelled",
+    "TaskContext",
+    "TaskNotClaimedError",
+    "TaskNotFoundError",
+    "TaskPriority",
+    "TaskQueue",
+    "TaskQueueError",
+    "TaskStatus",
+    "TaskTimeout",
+    "Worker",
+    "current_task",
+    "handler",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert task_queue.__all__ == EXPECTED_ALL
+
+
+def test_every_name_in_all_imports() -> None:
+    module = importlib.import_module("task_queue")
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    namespace: dict[str, object] = {}
+    exec("from task_queue import *", namespace)
+    assert set(EXPECTED_ALL) <= set(namespace)
+
+
+def test_seed_md_import_line_in_a_fresh_interpreter() -> None:
+    code = (
+        "from task_queue import TaskQueue, TaskPriority, TaskStatus, Worker, TASK_HANDLERS\n"
+        "import sys; print(sorted(m for m in sys.modules if m.startswith('task_queue')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "task_queue.queue" in out.stdout
+
+
+def test_errors_form_one_tree() -> None:
+    from task_queue import (
+        DatabaseBusyError,
+        DatabaseOpenError,
+        DiskFullError,
+        DuplicateTaskError,
+        NotAQueueDatabaseError,
+        PayloadError,
+        QueueClosedError,
+        ReadOnlyDatabaseError,
+        StorageError,
+        TaskNotClaimedError,
+        TaskNotFoundError,
+        TaskQueueError,
+        TaskTimeout,
+    )
+
+    for storage in (
+        DatabaseBusyError,
+        DatabaseOpenError,
+        DiskFullError,
+        NotAQueueDatabaseError,
+        QueueClosedError,
+        ReadOnlyDatabaseError,
+    ):
+        assert issubclass(storage, StorageError)
+    for error in (StorageError, PayloadError, TaskNotFoundError, TaskNotClaimedError,
+                  DuplicateTaskError, TaskTimeout):  # fmt: skip
+        assert issubclass(error, TaskQueueError)
+    assert issubclass(PayloadError, TypeError)
+    assert issubclass(TaskNotFoundError, KeyError)
+    assert issubclass(TaskNotClaimedError, ValueError)
+    assert str(TaskNotFoundError("no task with id 3")) == "no task with id 3"
+
+
+def test_seed_md_signatures() -> None:
+    from task_queue import TaskQueue
+
+    enqueue = inspect.signature(TaskQueue.enqueue).parameters
+    assert list(enqueue)[:7] == [
+        "self",
+        "name",
+        "task_type",
+        "payload",
+        "priority",
+        "scheduled_at",
+        "max_retries",
+    ]
+    assert enqueue["max_retries"].default == 3
+    assert enqueue["delay"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert inspect.signature(TaskQueue.get_tasks_by_status).parameters["limit"].default == 10
+    assert inspect.signature(TaskQueue).parameters["path"].default == "taskqueue.db"
+    assert inspect.signature(TaskQueue).parameters["lease_seconds"].default == 30.0
+    for name in (
+        "enqueue", "enqueue_many", "dequeue", "claim", "complete_task", "fail_task",
+        "cancel_task", "retry_task", "get_task", "get_queue_stats", "get_tasks_by_status",
+        "purge", "rescue_expired", "release_task", "close", "__enter__", "__exit__",
+    ):  # fmt: skip
+        assert callable(getattr(TaskQueue, name)), name
+
+
+def test_version_and_typed_marker() -> None:
+    from importlib import resources
+
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
+    assert declared is not None and task_queue.__version__ == declared.group(1)
+    assert resources.files("task_queue").joinpath("py.typed").is_file()
+    assert resources.files("task_queue.storage.sqlite").joinpath("queries.sql").is_file()
