@@ -3,6 +3,12 @@
     from task_queue import TaskQueue, TaskPriority, TaskStatus, Worker, TASK_HANDLERS
 
 Delivery is at least once: make handlers idempotent.
+
+The layout shows the architecture: ``queue.py`` (the TaskQueue facade)
+over ``storage/`` (the contract in ``base.py``, the SQLite backend in
+``sqlite/``); ``worker/`` (the Worker and its roles) uses only the queue's
+public methods; ``spec.py``, ``retry.py``, ``events.py``, ``claims.py``,
+``maintenance.py`` and ``notify.py`` each hold one concept.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import sqlite3 as _sqlite3
 
 from .clock import Clock, ManualClock, SystemClock
-from .context import TaskCancelled, TaskContext, current_task
+from .context import TaskContext, current_task
 from .errors import (
     DatabaseBusyError,
     DatabaseOpenError,
@@ -21,16 +27,19 @@ from .errors import (
     QueueClosedError,
     ReadOnlyDatabaseError,
     StorageError,
+    TaskCancelled,
     TaskNotClaimedError,
     TaskNotFoundError,
     TaskQueueError,
     TaskTimeout,
 )
+from .events import Event, EventKind, Hook
 from .queue import TaskQueue
 from .registry import TASK_HANDLERS, HandlerRegistry, handler
 from .retry import RetryPolicy
-from .task import Task, TaskPriority, TaskStatus
-from .worker import Worker
+from .spec import TaskSpec
+from .task import Claim, Task, TaskPriority, TaskStatus
+from .worker import Worker, WorkerOptions
 
 # UPDATE ... RETURNING arrived in SQLite 3.35 (2021); the claim needs it.
 if _sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover
@@ -43,12 +52,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TASK_HANDLERS",
+    "Claim",
     "Clock",
     "DatabaseBusyError",
     "DatabaseOpenError",
     "DiskFullError",
     "DuplicateTaskError",
+    "Event",
+    "EventKind",
     "HandlerRegistry",
+    "Hook",
     "ManualClock",
     "NotAQueueDatabaseError",
     "PayloadError",
@@ -65,9 +78,11 @@ __all__ = [
     "TaskPriority",
     "TaskQueue",
     "TaskQueueError",
+    "TaskSpec",
     "TaskStatus",
     "TaskTimeout",
     "Worker",
+    "WorkerOptions",
     "current_task",
     "handler",
 ]

@@ -5,7 +5,7 @@ Inside a handler run by a Worker, :func:`current_task` returns a
 set when the task times out, is cancelled with ``cancel_task()``, loses its
 lease, or the worker is stopping past its drain deadline. Long handlers
 should look at it between steps (``ctx.check()``) and stop cleanly: that is
-the only layer of interruption that works everywhere (see worker.py).
+the only layer of interruption that works everywhere (README, "Timeouts").
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from .errors import TaskQueueError, TaskTimeout
+from .errors import TaskCancelled, TaskTimeout
 from .task import Task
 
-
-class TaskCancelled(TaskQueueError):
-    """Raised by :meth:`TaskContext.check` when the task was cancelled or lost."""
+__all__ = ["TaskCancelled", "TaskContext", "current_task"]
 
 
 class TaskContext:
+    """What a handler can know about the attempt it runs (``current_task()``)."""
+
     def __init__(self, task: Task, deadline: float | None, monotonic: Callable[[], float]) -> None:
         #: The task as claimed.
         self.task = task
@@ -29,6 +29,8 @@ class TaskContext:
         self.deadline = deadline
         self._monotonic = monotonic
         self._cancelled = threading.Event()
+        #: Why it should stop: "timeout", "cancelled", "lost", "shutdown"
+        #: (or "expired": never started); None while it may run.
         self.reason: str | None = None
 
     @property
@@ -37,6 +39,7 @@ class TaskContext:
         return self._cancelled.is_set()
 
     def cancel(self, reason: str) -> None:
+        """Flag the handler to stop (the Worker calls this)."""
         if not self._cancelled.is_set():
             self.reason = reason
             self._cancelled.set()

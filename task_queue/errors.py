@@ -14,7 +14,8 @@ The tree::
     ├── TaskNotFoundError (also KeyError)
     ├── TaskNotClaimedError (also ValueError)  no claim token for the task
     ├── DuplicateTaskError             retry_task() would clash with a live unique_key
-    └── TaskTimeout                    raised inside a handler whose time ran out
+    ├── TaskTimeout                    raised inside a handler whose time ran out
+    └── TaskCancelled                  raised by ctx.check() when the task was cancelled or lost
 
 Argument errors that are plainly the caller's (an unknown priority, a negative
 ``max_retries``) are ``ValueError``/``TypeError`` as Python users expect.
@@ -85,3 +86,8 @@ class TaskTimeout(TaskQueueError):
     cooperative clean-up wants; the worker records the attempt as timed out
     either way.
     """
+
+
+class TaskCancelled(TaskQueueError):
+    """Raised by ``current_task().check()`` when the task was cancelled,
+    lost its claim, or its worker is shutting down past the drain deadline."""

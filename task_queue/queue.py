@@ -1,7 +1,15 @@
-"""TaskQueue: the API applications call (seed.md's calls, and the rest)."""
+"""TaskQueue: the facade applications call.
+
+It validates and encodes arguments (:mod:`.spec`, :mod:`.payload`), decides
+state transitions (:mod:`.retry`), and has the storage record them; it wakes
+in-process listeners (:mod:`.notify`) and emits events after each commit
+(:mod:`.events`). Claims taken for callers that answer with a bare id are
+kept (and kept alive) by :mod:`.claims`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -9,44 +17,42 @@ import os
 import secrets
 import socket
 import sys
-import threading
 import traceback as tb
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from .claims import ClaimBook
 from .clock import SYSTEM_CLOCK, Clock
+from .context import current_task
 from .errors import TaskNotClaimedError, TaskNotFoundError
+from .events import Event, EventKind, Hook, Hooks
+from .maintenance import Rescuer, RescueService
+from .notify import Listeners, Wakeable
+from .owner import host_id
 from .payload import DEFAULT_MAX_BYTES, encode
-from .retry import RetryPolicy
-from .storage.base import Claim, Failure, NewTask, Storage
+from .retry import RetryPolicy, decide
+from .spec import TaskSpec, check_text
+from .storage.base import ChangeFeed, ClaimRequest, Completion, FailureRecord, Owner, Storage
 from .storage.sqlite import SqliteStorage
-from .task import Task, TaskPriority, TaskStatus
+from .task import Claim, Task, TaskPriority, TaskStatus
 
-LOGGER = logging.getLogger("task_queue")
+LOGGER = logging.getLogger(__name__)
 
 TaskRef = int | Task
-_ENQUEUE_KEYS = frozenset(
-    {"name", "task_type", "payload", "priority", "scheduled_at", "max_retries", "delay",
-     "timeout", "unique_key"}
-)  # fmt: skip
-_NO_RESCUE_BEFORE = -math.inf
 # SQLite integers are 64-bit; a bigger LIMIT would overflow in the driver.
 _MAX_LIMIT = 2**31 - 1
-
-
-class Wakeable(Protocol):
-    """Anything with ``set()``, such as a threading.Event."""
-
-    def set(self) -> None: ...
+# purge() deletes in transactions of this many rows (see purge()).
+_PURGE_CHUNK = 1000
 
 
 class TaskQueue:
-    """A durable task queue in one SQLite file, shared by threads and processes.
+    """A durable task queue, shared by threads and processes.
 
     ``enqueue()`` returns only once the task is committed (with the default
     ``synchronous="FULL"``, once it is on disk). Delivery is at least once:
     a task whose worker dies mid-way runs again after its lease expires, so
-    handlers must be idempotent.
+    handlers must be idempotent. Thread-safe: share one object between the
+    threads of a process. A context manager (``with TaskQueue(...) as q:``).
     """
 
     def __init__(
@@ -54,56 +60,90 @@ class TaskQueue:
         path: str | os.PathLike[str] = "taskqueue.db",
         *,
         lease_seconds: float = 30.0,
-        synchronous: str = "FULL",
-        busy_timeout: float = 30.0,
+        synchronous: str | None = None,
+        busy_timeout: float | None = None,
+        max_batch: int | None = None,
         retry_policy: RetryPolicy | None = None,
         clock: Clock | None = None,
         max_payload_bytes: int = DEFAULT_MAX_BYTES,
-        max_batch: int = 500,
         rescue_interval: float = 1.0,
         storage: Storage | None = None,
+        hooks: Iterable[Hook] = (),
     ) -> None:
-        """Open (creating if needed) the queue at ``path``.
+        """Open (creating if needed, mode 0600) the queue at ``path``.
 
-        lease_seconds: how long a claim lasts without a heartbeat; a crashed
+        lease_seconds: how long a claim lasts without renewal; a crashed
             worker's task is rescued this long after its last renewal.
-        synchronous: "FULL" (default) makes every acknowledged enqueue survive
-            power loss; "NORMAL" survives application crashes only, and is faster.
-        busy_timeout: seconds to keep retrying while another process holds
-            the write lock before raising DatabaseBusyError.
-        rescue_interval: dequeue() rescues expired leases at most this often.
-        storage: another backend implementing the Storage interface.
+        synchronous, busy_timeout, max_batch: options of the SQLite storage
+            (see :class:`~task_queue.storage.sqlite.SqliteStorage`):
+            "FULL" (default) makes every acknowledged write survive power
+            loss, "NORMAL" only application crashes; seconds to wait for
+            another process's write lock (default 30) before
+            DatabaseBusyError; most callers per group commit (default 500).
+        retry_policy: backoff between retries (default ``RetryPolicy()``).
+        clock: the time source; a ``ManualClock`` in tests.
+        max_payload_bytes: largest encoded payload or result (default 8 MiB).
+        rescue_interval: ``dequeue()``/``claim()`` rescue expired leases at
+            most this often (a Worker rescues on its own schedule).
+        storage: another backend implementing
+            :class:`~task_queue.storage.base.Storage` (then ``path`` and the
+            SQLite options are not used).
+        hooks: called with every :class:`~task_queue.events.Event`.
         """
-        if not lease_seconds > 0:
-            raise ValueError("lease_seconds must be > 0")
-        if busy_timeout < 0:
-            raise ValueError("busy_timeout must be >= 0")
+        if not (isinstance(lease_seconds, (int, float)) and lease_seconds > 0):
+            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        if not math.isfinite(lease_seconds):
+            raise ValueError(f"lease_seconds must be finite, got {lease_seconds!r}")
+        if not (isinstance(rescue_interval, (int, float)) and rescue_interval >= 0):
+            raise ValueError(f"rescue_interval must be >= 0, got {rescue_interval!r}")
         self.path = os.fspath(path)
+        #: Seconds a claim lasts without renewal.
         self.lease_seconds = float(lease_seconds)
+        #: Backoff between retries, unless a handler has its own.
         self.retry_policy = retry_policy or RetryPolicy()
+        #: The time source (UTC epoch seconds, and a monotonic clock).
         self.clock: Clock = clock or SYSTEM_CLOCK
+        #: Largest encoded payload or result.
         self.max_payload_bytes = max_payload_bytes
-        self.rescue_interval = rescue_interval
-        self.storage: Storage = storage or SqliteStorage(
-            self.path, synchronous=synchronous, busy_budget=busy_timeout, max_batch=max_batch
-        )
+        self.rescue_interval = float(rescue_interval)
+        sqlite_options = {
+            name: value
+            for name, value in (
+                ("synchronous", synchronous),
+                ("busy_timeout", busy_timeout),
+                ("max_batch", max_batch),
+            )
+            if value is not None
+        }
+        if storage is not None and sqlite_options:
+            raise ValueError(
+                f"{', '.join(sorted(sqlite_options))}: options of the SQLite storage; "
+                "with storage= given, set them on that storage"
+            )
+        #: The backend (:class:`~task_queue.storage.base.Storage`).
+        self.storage: Storage = storage or SqliteStorage(self.path, **sqlite_options)  # type: ignore[arg-type]
+        #: Observers of every event (:meth:`add_hook`).
+        self.hooks = Hooks()
+        for hook in hooks:
+            self.hooks.add(hook)
+        self._rescuer = Rescuer(self)
         self._init_process_state()
 
     def _init_process_state(self) -> None:
         self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._listeners: set[Wakeable] = set()
-        # Claim tokens handed out by dequeue(), for seed.md's
-        # complete_task(task['id']) calls that carry no token: the calling
-        # thread's own claims first, then this object's latest claim.
-        self._local = threading.local()
-        self._held: dict[int, int] = {}
-        self._next_rescue = _NO_RESCUE_BEFORE
+        self._owner = Owner(host_id(), self._pid)
+        self._listeners = Listeners()
+        self._book = ClaimBook(self._renew_claims, self.lease_seconds / 3)
+        self._rescue_service = RescueService(self, self.rescue_interval)
+        self._next_rescue = -math.inf  # monotonic
         self._default_worker_id = f"{socket.gethostname()}:{self._pid}"
 
     def _check_fork(self) -> None:
         if self._pid != os.getpid():
-            # Locks and listeners copied from the parent are not ours.
+            # A child after fork(): the parent's claims, listeners and
+            # renewer are the parent's. Start clean (the storage opens its
+            # own connection on first use).
+            self._book.after_fork()
             self._init_process_state()
 
     # -- enqueue -------------------------------------------------------------
@@ -112,7 +152,7 @@ class TaskQueue:
         name: str,
         task_type: str,
         payload: Any = None,
-        priority: TaskPriority | int = TaskPriority.NORMAL,
+        priority: TaskPriority | int | str = TaskPriority.NORMAL,
         scheduled_at: dt.datetime | float | None = None,
         max_retries: int = 3,
         *,
@@ -122,90 +162,50 @@ class TaskQueue:
     ) -> int:
         """Add a task; return its id once it is durably stored.
 
-        With ``unique_key``, while a task with that key is pending or
-        running, the existing task's id is returned and nothing is added.
+        payload: JSON data for the handler (PayloadError if it is not
+            plain JSON or larger than ``max_payload_bytes``).
+        priority: a TaskPriority, its int value or its name.
+        scheduled_at: when to run, a datetime (naive = local time) or epoch
+            seconds; or ``delay``: seconds or a timedelta from now.
+        max_retries: retries after the first attempt.
+        timeout: seconds an attempt may run.
+        unique_key: while a task with this key is pending or running, its
+            id is returned and nothing is added.
+
+        Nothing is written when an argument is refused.
         """
-        now = self.clock.time()
-        task = self._new_task(
-            now, name=name, task_type=task_type, payload=payload, priority=priority,
-            scheduled_at=scheduled_at, max_retries=max_retries, delay=delay,
-            timeout=timeout, unique_key=unique_key,
+        spec = TaskSpec(
+            name, task_type, payload, priority, scheduled_at, max_retries,
+            delay=delay, timeout=timeout, unique_key=unique_key,
         )  # fmt: skip
-        self._check_fork()
-        task_id = self.storage.enqueue([task], now)[0]
-        self._notify()
-        return task_id
+        return self._store([spec], many=False)[0]
 
     def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[int]:
         """Add many tasks in one transaction: all of them, or none (on any error).
 
-        Each item is a mapping of :meth:`enqueue`'s arguments.
+        Each item is a mapping of :meth:`enqueue`'s arguments by name; the
+        ids come back in the same order.
         """
-        now = self.clock.time()
-        batch: list[NewTask] = []
-        for index, spec in enumerate(tasks):
-            if not isinstance(spec, Mapping):
-                raise TypeError(f"task #{index} is {type(spec).__name__}, not a mapping")
-            unknown = set(spec) - _ENQUEUE_KEYS
-            if unknown:
-                raise TypeError(f"task #{index} has unknown keys: {sorted(unknown)}")
-            try:
-                batch.append(self._new_task(now, **spec))
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"task #{index}: {exc}") from exc
-        if not batch:
-            return []
-        self._check_fork()
-        ids = self.storage.enqueue(batch, now)
-        self._notify()
-        return ids
+        specs = [TaskSpec.from_mapping(spec, index) for index, spec in enumerate(tasks)]
+        return self._store(specs, many=True) if specs else []
 
-    def _new_task(
-        self,
-        now: float,
-        *,
-        name: str,
-        task_type: str,
-        payload: Any = None,
-        priority: TaskPriority | int = TaskPriority.NORMAL,
-        scheduled_at: dt.datetime | float | None = None,
-        max_retries: int = 3,
-        delay: float | dt.timedelta | None = None,
-        timeout: float | None = None,
-        unique_key: str | None = None,
-    ) -> NewTask:
-        if not isinstance(name, str):
-            raise TypeError(f"name must be a string, got {type(name).__name__}")
-        if not isinstance(task_type, str) or not task_type or "\x00" in task_type:
-            # NUL: SQLite's json_each (the claim's type filter) cuts strings at it.
-            raise ValueError(f"task_type must be a non-empty string without NUL, got {task_type!r}")
-        if unique_key is not None and (not isinstance(unique_key, str) or not unique_key):
-            raise ValueError(f"unique_key must be a non-empty string or None, got {unique_key!r}")
-        _check_text("name", name)
-        _check_text("task_type", task_type)
-        if unique_key is not None:
-            _check_text("unique_key", unique_key)
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        run_at, scheduled = _due_time(now, scheduled_at, delay)
-        return NewTask(
-            name=name,
-            task_type=task_type,
-            payload=encode(payload, what="payload", max_bytes=self.max_payload_bytes),
-            priority=int(_priority(priority)),
-            scheduled_at=scheduled,
-            run_at=run_at,
-            max_retries=max_retries,
-            timeout=None if timeout is None else float(timeout),
-            unique_key=unique_key,
+    def _store(self, specs: Sequence[TaskSpec], *, many: bool) -> list[int]:
+        now = self.clock.time()
+        rows = []
+        for index, spec in enumerate(specs):
+            try:
+                rows.append(spec.encode(now, self.max_payload_bytes))
+            except (TypeError, ValueError) as exc:
+                if not many:
+                    raise
+                raise type(exc)(f"task #{index}: {exc}") from exc
+        self._check_fork()
+        stored = self.storage.enqueue(rows, now)
+        self._listeners.notify()
+        self.hooks.emit_lazy(
+            lambda: [Event(EventKind.ENQUEUED, task_id, at=now) for task_id, new in stored if new]
         )
+        return [task_id for task_id, _ in stored]
 
     # -- claim -----------------------------------------------------------------
     def dequeue(
@@ -213,9 +213,9 @@ class TaskQueue:
     ) -> Task | None:
         """Claim the highest-priority due task (FIFO within a priority), or None.
 
-        The task is marked running with a lease of ``lease_seconds``; finish
-        it with complete_task() or fail_task() before the lease runs out (a
-        Worker renews it by heartbeat).
+        The task is marked running with a lease of ``lease_seconds``, kept
+        alive by this object while it is held; finish it with
+        complete_task(), fail_task() or release_task().
         """
         tasks = self.claim(1, worker_id=worker_id, task_types=task_types)
         return tasks[0] if tasks else None
@@ -230,78 +230,139 @@ class TaskQueue:
     ) -> list[Task]:
         """Claim up to ``limit`` due tasks in one statement (see dequeue()).
 
-        ``remember=False`` is for callers that hand the Task (which carries
-        its claim token) back to complete_task()/fail_task(), as Worker
-        does: then this object keeps nothing per claimed task. Otherwise the
-        token is kept until the task is completed, failed or released, so
-        that seed.md's ``complete_task(task['id'], ...)`` works.
+        Rescues expired leases first, at most every ``rescue_interval``.
+        With ``remember`` (the default) this object keeps each claim and
+        renews its lease until it is completed, failed or released, so a
+        bare id works with complete_task() and a long task is not rescued
+        while its caller lives. ``remember=False`` keeps nothing: the caller
+        holds the Task (it carries its claim token) and renews it with
+        :meth:`renew` before ``lease_seconds`` pass.
         """
-        return self._claim_batch(limit, worker_id, task_types, remember, ())[1]
+        task_types = _claim_args(limit, worker_id, task_types)
+        self._check_fork()
+        mono = self.clock.monotonic()
+        if mono >= self._next_rescue:
+            self._next_rescue = self._rescue_service.run_once(mono)
+        tasks = self.complete_and_claim((), limit, worker_id=worker_id, task_types=task_types)
+        if tasks and remember:
+            self._book.remember(tasks)
+        return tasks
 
-    def _claim_batch(
+    def complete_and_claim(
         self,
+        completions: Sequence[tuple[Task, str | None]],
         limit: int,
-        worker_id: str | None,
-        task_types: Sequence[str] | None,
-        remember: bool,
-        completions: Sequence[tuple[Claim, str | None]],
-    ) -> tuple[set[int], list[Task]]:
-        """claim(), writing ``completions`` in the same transaction first
-        (Worker: one commit per batch). Returns (ids recorded, tasks)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
-            raise ValueError(f"limit must be an int from 1 to {_MAX_LIMIT}, got {limit!r}")
-        if worker_id is not None:
-            if not isinstance(worker_id, str) or not worker_id:
-                raise ValueError(f"worker_id must be a non-empty string, got {worker_id!r}")
-            _check_text("worker_id", worker_id)
-        if task_types is not None:
-            if isinstance(task_types, str):
-                raise TypeError("task_types must be a sequence of strings, not a string")
-            task_types = list(task_types)
-            if not task_types and not completions:
-                return set(), []
-            if any(not isinstance(t, str) or "\x00" in t for t in task_types):
-                # json_each would cut "a\x00b" to "a" and claim type "a".
-                raise ValueError(f"task_types must be strings without NUL, got {task_types!r}")
+        *,
+        worker_id: str | None = None,
+        task_types: Sequence[str] | None = None,
+    ) -> list[Task]:
+        """Record ``completions`` and claim up to ``limit`` tasks, in one
+        transaction: what a Worker's dispatcher calls (one commit per batch).
+
+        completions: (claimed Task, result as JSON text from
+            :func:`task_queue.payload.encode`) pairs; each is recorded only
+            if its claim still holds (a fenced-out one is logged and
+            skipped). Nothing is remembered and nothing is rescued: the
+            caller renews its claims (:meth:`renew`) and runs its own rescue.
+        """
+        task_types = _claim_args(limit, worker_id, task_types)
+        if task_types is not None and not task_types and not completions:
+            return []
         self._check_fork()
         now = self.clock.time()
-        rescue = now >= self._next_rescue
-        if rescue:
-            self._next_rescue = now + self.rescue_interval
-        recorded, tasks = self.storage.complete_and_claim(
-            completions,
-            now,
+        request = ClaimRequest(
             worker_id=worker_id or self._default_worker_id,
+            owner=self._owner,
             limit=limit,
             task_types=task_types,
-            lease_expires_at=now + self.lease_seconds,
             token=secrets.randbits(63),
-            rescue=rescue,
+            lease_seconds=self.lease_seconds,
         )
-        if tasks and remember:
-            mine = self._thread_claims()
-            with self._lock:
-                for task in tasks:
-                    assert task.claim_token is not None
-                    mine[task.id] = task.claim_token
-                    self._held[task.id] = task.claim_token
-        return recorded, tasks
+        done = [Completion(task.claim, result) for task, result in completions]
+        recorded, tasks = self.storage.claim(request, now, done)
+        if completions:
+            self._completed(completions, recorded, now)
+        self.hooks.emit_lazy(
+            lambda: [
+                Event(EventKind.CLAIMED, t.id, task=t, worker=request.worker_id, at=now)
+                for t in tasks
+            ]
+        )
+        return tasks
+
+    def renew(self, tasks: Task | Iterable[Task | Claim]) -> set[Claim]:
+        """Extend the leases of claims still held to ``lease_seconds`` from
+        now; returns the claims renewed (``task.claim in renewed``; one
+        missing is lost: cancelled, or rescued after it expired). Claims
+        taken with dequeue() are renewed by this object already."""
+        items = [tasks] if isinstance(tasks, Task) else list(tasks)
+        claims = [t.claim if isinstance(t, Task) else Claim(*t) for t in items]
+        self._check_fork()
+        return self._renew_claims(claims)
+
+    def _renew_claims(self, claims: list[Claim]) -> set[Claim]:
+        if not claims:
+            return set()
+        return self.storage.renew(claims, self.clock.time(), self.lease_seconds)
+
+    def held(self) -> list[Task]:
+        """The claims taken with dequeue()/claim() that this object still
+        holds (and renews), oldest first."""
+        self._check_fork()
+        return self._book.held()
 
     # -- outcomes (fenced) -----------------------------------------------------
     def complete_task(self, task: TaskRef, result: Any = None, *, token: int | None = None) -> bool:
         """Record success. Returns False, recording nothing, if the caller no
-        longer holds the task (lease expired and rescued, or cancelled).
+        longer holds the task (its lease expired and it was rescued, it was
+        cancelled, or it was already completed, failed or released).
 
-        Raises TaskNotFoundError for an unknown id, TaskNotClaimedError when
-        this queue never claimed it, PayloadError for a non-JSON result.
+        ``task`` is the Task from dequeue() (it carries its claim token), or
+        its id for a claim this object took. Raises TaskNotFoundError for an
+        unknown id, TaskNotClaimedError for a task this object never
+        claimed, PayloadError for a result that is not plain JSON.
         """
         encoded = encode(result, what="result", max_bytes=self.max_payload_bytes)
-        claim = self._claim_of(task, token)
-        done = self.storage.complete(claim, encoded, self.clock.time())
-        self._forget(claim)
-        if not done:
-            LOGGER.warning("task %d: completion ignored, the claim is no longer held", claim[0])
-        return done
+        claimed = self._claimed(task, token)
+        if claimed is None:
+            return False
+        with self._book.settling(claimed.claim):
+            recorded = self.complete_many([(claimed, encoded)])
+        if claimed.claim in recorded:
+            return True
+        if self.storage.get(claimed.id) is None:
+            raise TaskNotFoundError(f"no task with id {claimed.id}")
+        return False
+
+    def complete_many(self, completions: Sequence[tuple[Task, str | None]]) -> set[Claim]:
+        """Record successes of claimed Tasks in one transaction; returns the
+        claims recorded (the others were no longer held). Results are JSON
+        text from :func:`task_queue.payload.encode`: a Worker's recorder
+        encodes in the handler's thread and writes many at once."""
+        if not completions:
+            return set()
+        self._check_fork()
+        now = self.clock.time()
+        done = [Completion(task.claim, result) for task, result in completions]
+        recorded = self.storage.complete(done, now)
+        self._completed(completions, recorded, now)
+        return recorded
+
+    def _completed(
+        self, completions: Sequence[tuple[Task, str | None]], recorded: set[Claim], now: float
+    ) -> None:
+        for task, _ in completions:
+            if task.claim not in recorded:
+                LOGGER.warning(
+                    "task %d: completion not recorded, the claim is no longer held", task.id
+                )
+        self.hooks.emit_lazy(
+            lambda: [
+                Event(EventKind.COMPLETED, task.id, task=task, at=now, status="completed")
+                for task, _ in completions
+                if task.claim in recorded
+            ]
+        )
 
     def fail_task(
         self,
@@ -314,35 +375,33 @@ class TaskQueue:
     ) -> bool:
         """Record a failed attempt: retried after a backoff while retries
         remain, otherwise failed (the dead-letter set). The error text and,
-        when there is one, the traceback are kept on the task. Returns False
-        if the caller no longer holds the task.
+        when there is one, the traceback are kept on the task (a string
+        ``error`` passed inside ``except`` keeps the traceback being
+        handled). Returns False if the caller no longer holds the task.
         """
-        claim = self._claim_of(task, token)
-        failure = self.make_failure(error, retry_policy=retry_policy, max_retries=max_retries)
-        done = self.storage.fail(claim, failure, self.clock.time())
-        self._forget(claim)
-        if done:
-            self._notify()  # a retry may be due at once
-        else:
-            LOGGER.warning("task %d: failure ignored, the claim is no longer held", claim[0])
+        claimed = self._claimed(task, token)
+        if claimed is None:
+            return False
+        failure = self.failure(claimed, error, retry_policy=retry_policy, max_retries=max_retries)
+        with self._book.settling(claimed.claim):
+            done = self.record_failure(claimed, failure)
+        if not done and self.storage.get(claimed.id) is None:
+            raise TaskNotFoundError(f"no task with id {claimed.id}")
         return done
 
-    def release_task(self, task: TaskRef, *, token: int | None = None) -> bool:
-        """Give a claimed task back to pending unfinished, without using a retry."""
-        claim = self._claim_of(task, token)
-        released = bool(self.storage.release([claim]))
-        self._forget(claim)
-        if released:
-            self._notify()
-        return released
-
-    def make_failure(
+    def failure(
         self,
+        task: Task,
         error: str | BaseException,
         *,
         retry_policy: RetryPolicy | None = None,
         max_retries: int | None = None,
-    ) -> Failure:
+    ) -> FailureRecord:
+        """Decide what a failed attempt of the claimed ``task`` leads to
+        (writes nothing): the error text and traceback, and when it runs
+        again, from ``retry_policy`` (default: the queue's) and
+        ``max_retries`` (default: the task's own). Pass the result to
+        :meth:`record_failure`."""
         if isinstance(error, BaseException):
             message = f"{type(error).__name__}: {_safe_str(error)}"
             trace: str | None = "".join(
@@ -350,8 +409,6 @@ class TaskQueue:
             )
         elif isinstance(error, str):
             message = error
-            # seed.md calls fail_task(id, str(e)) inside `except`: keep the
-            # traceback that is being handled.
             current = sys.exc_info()[1]
             trace = (
                 "".join(tb.format_exception(type(current), current, current.__traceback__))
@@ -361,81 +418,135 @@ class TaskQueue:
         else:
             raise TypeError(f"error must be a string or an exception, got {type(error).__name__}")
         policy = retry_policy or self.retry_policy
-        return Failure(
-            error=message, traceback=trace, backoff=policy.delay, max_retries=max_retries
-        )
+        retry_in = decide(task, policy, max_retries)
+        return FailureRecord(error=message, traceback=trace, retry_in=retry_in)
 
-    # -- claim-token bookkeeping for callers that pass bare ids ---------------
-    def _forget(self, claim: Claim) -> None:
-        task_id, token = claim
-        mine = self._thread_claims()
-        with self._lock:
-            if mine.get(task_id) == token:
-                del mine[task_id]
-            if self._held.get(task_id) == token:
-                del self._held[task_id]
+    def record_failure(self, task: Task, failure: FailureRecord) -> bool:
+        """Record a failed attempt as decided by :meth:`failure`, if the
+        claim still holds; False (nothing written) if fenced out."""
+        self._check_fork()
+        now = self.clock.time()
+        done = self.storage.fail(task.claim, failure, now)
+        if not done:
+            LOGGER.warning("task %d: failure not recorded, the claim is no longer held", task.id)
+            return False
+        if failure.retry_in is not None:
+            self._listeners.notify()  # the retry may be due at once
+            event = Event(
+                EventKind.RETRY_SCHEDULED, task.id, task=task, at=now, error=failure.error,
+                retry_at=now + failure.retry_in, status="pending",
+            )  # fmt: skip
+        else:
+            event = Event(
+                EventKind.DEAD_LETTERED, task.id, task=task, at=now, error=failure.error,
+                status="failed",
+            )  # fmt: skip
+        if self.hooks:
+            self.hooks.emit(event)
+        return True
 
-    def _thread_claims(self) -> dict[int, int]:
-        claims: dict[int, int] | None = getattr(self._local, "claims", None)
-        if claims is None:
-            claims = self._local.claims = {}
-        return claims
+    def release_task(self, task: TaskRef, *, token: int | None = None) -> bool:
+        """Give a claimed task back to pending unfinished, without using a
+        retry. False if the caller no longer holds it."""
+        claimed = self._claimed(task, token)
+        if claimed is None:
+            return False
+        with self._book.settling(claimed.claim):
+            released = bool(self.release_tasks([claimed]))
+        return released
 
-    def _claim_of(self, task: TaskRef, token: int | None) -> Claim:
+    def release_tasks(self, tasks: Iterable[Task]) -> list[Claim]:
+        """Give many claimed Tasks back to pending, without using a retry;
+        returns the claims released (those still held)."""
+        items = list(tasks)
+        if not items:
+            return []
+        self._check_fork()
+        released = self.storage.release([t.claim for t in items])
+        if released:
+            self._listeners.notify()
+            now = self.clock.time()
+            done = set(released)
+            self.hooks.emit_lazy(
+                lambda: [
+                    Event(EventKind.RELEASED, t.id, task=t, at=now, status="pending")
+                    for t in items
+                    if t.claim in done
+                ]
+            )
+        return released
+
+    def _claimed(self, task: TaskRef, token: int | None) -> Task | None:
+        """The claimed Task a caller means, or None when this object gave
+        its claim up already (the caller no longer holds it)."""
         self._check_fork()
         if isinstance(task, Task):
-            if token is None:
-                token = task.claim_token
-            task_id = task.id
-        elif isinstance(task, int) and not isinstance(task, bool):
-            task_id = task
-        else:
+            if token is not None and token != task.claim_token:
+                return _with_token(task, token)
+            return task
+        if not isinstance(task, int) or isinstance(task, bool):
             raise TypeError(f"task must be a Task or an int id, got {type(task).__name__}")
-        if token is None:
-            token = self._thread_claims().get(task_id)
-        if token is None:
-            with self._lock:
-                token = self._held.get(task_id)
-        if token is None:
-            if self.storage.get(task_id) is None:
-                raise TaskNotFoundError(f"no task with id {task_id}")
+        remembered = self._book.lookup(task)
+        if remembered is not None and (token is None or token == remembered.claim_token):
+            return remembered
+        if token is None and self._book.settled(task):
+            LOGGER.warning("task %d: this TaskQueue no longer holds its claim", task)
+            return None
+        stored = self.storage.get(task)
+        if stored is None:
+            raise TaskNotFoundError(f"no task with id {task}")
+        if token is not None:
+            return _with_token(stored, token)
+        ctx = current_task()
+        if ctx is not None and ctx.task.id == task:
             raise TaskNotClaimedError(
-                f"task {task_id} was not claimed through this TaskQueue; "
-                "pass the Task returned by dequeue() (it carries the claim token)"
+                f"task {task} is held by the Worker running this handler: return its "
+                "result (or raise) instead of calling complete_task()/fail_task()"
             )
-        return task_id, token
+        raise TaskNotClaimedError(
+            f"task {task} was not claimed through this TaskQueue (status {stored.status}); "
+            "pass the Task returned by dequeue() (it carries the claim token)"
+        )
 
     # -- management ------------------------------------------------------------
     def cancel_task(self, task_id: int) -> bool:
         """Cancel a pending or running task; False if it already finished.
 
         A running task's handler sees the cancellation through
-        current_task().cancelled at its worker's next heartbeat, and its late
-        result is not recorded.
+        ``current_task().cancelled`` at its worker's next heartbeat, and its
+        late result is not recorded.
         """
+        task_id = _task_id(task_id)
         self._check_fork()
-        return self.storage.cancel(_task_id(task_id), self.clock.time())
+        now = self.clock.time()
+        done = self.storage.cancel(task_id, now)
+        if done and self.hooks:
+            self.hooks.emit(Event(EventKind.CANCELLED, task_id, at=now, status="cancelled"))
+        return done
 
     def retry_task(self, task_id: int) -> bool:
         """Put a failed or cancelled task back to pending with a fresh retry budget."""
         self._check_fork()
         done = self.storage.retry(_task_id(task_id), self.clock.time())
         if done:
-            self._notify()
+            self._listeners.notify()
         return done
 
     def get_task(self, task_id: int) -> Task | None:
+        """The task with this id as stored now, or None."""
         self._check_fork()
         return self.storage.get(_task_id(task_id))
 
     def get_queue_stats(self) -> dict[str, int]:
-        """Tasks per status; every status is a key, zeros included."""
+        """Tasks per status; every status is a key, zeros included. Cheap
+        at any size (the counts are kept as tasks change)."""
         self._check_fork()
         counts = self.storage.counts()
         return {status.value: counts.get(status.value, 0) for status in TaskStatus}
 
     def get_tasks_by_status(self, status: TaskStatus | str, limit: int = 10) -> list[Task]:
-        """Up to ``limit`` tasks with this status, newest first."""
+        """Up to ``limit`` tasks with this status: pending and running ones
+        newest first, finished ones most recently finished first."""
         try:
             status = TaskStatus(status)
         except ValueError:
@@ -448,35 +559,58 @@ class TaskQueue:
         return self.storage.list_by_status(status.value, limit)
 
     def rescue_expired(self) -> int:
-        """Return running tasks whose lease expired to pending (or failed once
-        their retries are used up). Workers and dequeue() do this on their own;
-        this is for operators and tests. Returns how many were rescued."""
+        """Return running tasks whose lease expired (or whose process on
+        this host is gone) to pending, or to failed once their retries are
+        used up. Workers and dequeue() do this on their own; this is for
+        operators and tests. Returns how many were rescued."""
         self._check_fork()
-        rescued = self.storage.rescue(self.clock.time())
-        if rescued:
-            LOGGER.warning("rescued %d task(s) whose worker stopped renewing its lease", rescued)
-            self._notify()
-        return rescued
+        return self._rescuer.rescue()
 
     def purge(
         self,
         older_than: float | dt.timedelta,
         statuses: Iterable[TaskStatus | str] = (TaskStatus.COMPLETED, TaskStatus.CANCELLED),
     ) -> int:
-        """Delete finished tasks that finished more than ``older_than`` ago.
+        """Delete finished tasks that finished more than ``older_than`` ago;
+        returns how many.
 
-        Failed tasks (the dead-letter set) are kept unless asked for.
+        Failed tasks (the dead-letter set) are kept unless asked for. The
+        rows go in transactions of 1,000, so a purge of millions never
+        holds the write lock for long: each chunk is atomic, and a purge
+        that fails part-way (DatabaseBusyError...) deleted only finished
+        tasks it was asked to and is safe to run again.
         """
         seconds = older_than.total_seconds() if isinstance(older_than, dt.timedelta) else older_than
-        if not isinstance(seconds, (int, float)) or seconds < 0:
-            raise ValueError("older_than must be >= 0 seconds")
-        chosen = [TaskStatus(s) for s in statuses]
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise ValueError(
+                f"older_than must be a finite number of seconds >= 0, got {older_than!r}"
+            )
+        chosen = _statuses(statuses)
         live = {TaskStatus.PENDING, TaskStatus.RUNNING} & set(chosen)
         if live:
             names = sorted(s.value for s in live)
             raise ValueError(f"purge only deletes finished tasks, not {names}")
         self._check_fork()
-        return self.storage.purge([s.value for s in chosen], self.clock.time() - seconds)
+        before = self.clock.time() - seconds
+        values = [s.value for s in chosen]
+        total = 0
+        while True:
+            deleted = self.storage.purge(values, before, _PURGE_CHUNK)
+            total += deleted
+            if deleted < _PURGE_CHUNK:
+                return total
+
+    def check_writable(self) -> None:
+        """Raise ReadOnlyDatabaseError (or another StorageError: busy past
+        the timeout, closed...) if the queue cannot take writes now. Writes
+        nothing; a Worker checks this before it starts."""
+        self._check_fork()
+        self.storage.check_writable()
 
     def pending_by_type(self) -> dict[str, int]:
         """Due pending tasks per task type (find types no worker handles)."""
@@ -488,30 +622,53 @@ class TaskQueue:
         self._check_fork()
         return self.storage.next_due(self.clock.time())
 
-    # -- wake-up of in-process workers ---------------------------------------
+    # -- wake-ups ----------------------------------------------------------------
     def add_listener(self, event: Wakeable) -> None:
-        """``event`` is set whenever a task becomes available through this object."""
-        with self._lock:
-            self._listeners.add(event)
+        """``event.set()`` is called whenever a task may have become
+        available through this object (enqueue, retry, release, rescue):
+        how Workers in this process wake at once."""
+        self._check_fork()
+        self._listeners.add(event)
 
     def remove_listener(self, event: Wakeable) -> None:
-        with self._lock:
-            self._listeners.discard(event)
+        """Stop setting ``event``."""
+        self._listeners.remove(event)
 
-    def _notify(self) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for event in listeners:
-            event.set()
+    def wake_listeners(self) -> None:
+        """Set every listener (a task may have become available)."""
+        self._listeners.notify()
+
+    def change_feed(self) -> ChangeFeed:
+        """A cheap cross-process "did anyone else commit?" poll (each feed
+        remembers what it last saw): how Workers notice tasks enqueued by
+        other processes within their poll interval."""
+        self._check_fork()
+        return self.storage.change_feed()
 
     def data_version(self) -> int:
-        """Changes whenever another connection (process) commits: a cheap
-        "is there anything new?" for pollers."""
+        """SQLite only: ``PRAGMA data_version``, which changes whenever another
+        connection commits. Backend-neutral code uses :meth:`change_feed`."""
         self._check_fork()
-        return self.storage.data_version()
+        version = getattr(self.storage, "data_version", None)
+        if version is None:
+            raise NotImplementedError("data_version() is a SQLite storage feature")
+        return int(version())
+
+    # -- hooks -------------------------------------------------------------------
+    def add_hook(self, hook: Hook) -> None:
+        """Call ``hook(event)`` for every :class:`~task_queue.events.Event` of
+        this queue and its Workers (see :mod:`task_queue.events`)."""
+        self.hooks.add(hook)
+
+    def remove_hook(self, hook: Hook) -> None:
+        """Stop calling ``hook``."""
+        self.hooks.remove(hook)
 
     # -- lifecycle -------------------------------------------------------------
     def close(self) -> None:
+        """Stop renewing held claims, finish queued writes and close the
+        database; later calls raise QueueClosedError."""
+        self._book.close()
         self.storage.close()
 
     def __enter__(self) -> TaskQueue:
@@ -524,62 +681,43 @@ class TaskQueue:
         return f"TaskQueue({self.path!r})"
 
 
-def _priority(value: object) -> TaskPriority:
-    if isinstance(value, bool):
-        raise ValueError(f"unknown priority {value!r}")
-    if isinstance(value, str):
+def _claim_args(
+    limit: object, worker_id: object, task_types: Sequence[str] | None
+) -> list[str] | None:
+    """Check claim() arguments; the task types as a list."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
+        raise ValueError(f"limit must be an int from 1 to {_MAX_LIMIT}, got {limit!r}")
+    if worker_id is not None:
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ValueError(f"worker_id must be a non-empty string, got {worker_id!r}")
+        check_text("worker_id", worker_id)
+    if task_types is None:
+        return None
+    if isinstance(task_types, str):
+        raise TypeError("task_types must be a sequence of strings, not a string")
+    types = list(task_types)
+    if any(not isinstance(t, str) or "\x00" in t for t in types):
+        # json_each would cut "a\x00b" to "a" and claim type "a".
+        raise ValueError(f"task_types must be strings without NUL, got {types!r}")
+    return types
+
+
+def _with_token(task: Task, token: int) -> Task:
+    return dataclasses.replace(task, claim_token=token)
+
+
+def _statuses(statuses: Iterable[TaskStatus | str]) -> list[TaskStatus]:
+    if isinstance(statuses, str):  # one status: "completed", TaskStatus.FAILED
+        statuses = [statuses]
+    chosen = []
+    for status in statuses:
         try:
-            return TaskPriority[value.upper()]
-        except KeyError:
+            chosen.append(TaskStatus(status))
+        except ValueError:
             raise ValueError(
-                f"unknown priority {value!r}; expected one of {[p.name for p in TaskPriority]}"
+                f"unknown status {status!r}; expected one of {[s.value for s in TaskStatus]}"
             ) from None
-    try:
-        return TaskPriority(value)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"unknown priority {value!r}; expected a TaskPriority "
-            f"({', '.join(f'{p.name}={p.value}' for p in TaskPriority)})"
-        ) from None
-
-
-def _due_time(
-    now: float, scheduled_at: dt.datetime | float | None, delay: float | dt.timedelta | None
-) -> tuple[float, float | None]:
-    """(run_at, scheduled_at) as epoch seconds."""
-    if scheduled_at is not None and delay is not None:
-        raise ValueError("give scheduled_at or delay, not both")
-    if delay is not None:
-        seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            raise TypeError(f"delay must be seconds or a timedelta, got {type(delay).__name__}")
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError(f"delay must be a finite number >= 0, got {delay!r}")
-        return now + seconds, now + seconds
-    if scheduled_at is None:
-        return now, None
-    if isinstance(scheduled_at, dt.datetime):
-        # Naive datetimes are local time, as datetime.now() gives them;
-        # timestamp() interprets them that way.
-        when = scheduled_at.timestamp()
-    elif isinstance(scheduled_at, (int, float)) and not isinstance(scheduled_at, bool):
-        when = float(scheduled_at)
-    else:
-        raise TypeError(
-            f"scheduled_at must be a datetime or epoch seconds, got {type(scheduled_at).__name__}"
-        )
-    if not math.isfinite(when):
-        raise ValueError(f"scheduled_at must be finite, got {scheduled_at!r}")
-    return when, when
-
-
-def _check_text(what: str, value: str) -> None:
-    # SQLite stores UTF-8: a lone surrogate would fail deep in the driver
-    # with a UnicodeEncodeError; say what is wrong instead.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"{what} is not valid Unicode text (lone surrogate?): {exc}") from None
+    return chosen
 
 
 def _safe_str(error: BaseException) -> str:

@@ -5,8 +5,8 @@ from importing a name found in the database (that would let whoever writes
 to the file choose code to run).
 
 ``TASK_HANDLERS`` is the default registry and a plain mutable mapping, so
-seed.md's ``TASK_HANDLERS['custom_task'] = fn`` works. Applications that
-want several sets of handlers create their own :class:`HandlerRegistry`.
+``TASK_HANDLERS['custom_task'] = fn`` works. Applications that want several
+sets of handlers create their own :class:`HandlerRegistry`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, TypeVar
 
 from .retry import RetryPolicy
+from .spec import check_task_type
 
 HandlerFn = Callable[[Any], Any]
 F = TypeVar("F", bound=HandlerFn)
@@ -50,7 +51,7 @@ class HandlerRegistry(MutableMapping[str, HandlerFn]):
         return self._handlers[task_type]
 
     def __setitem__(self, task_type: str, fn: HandlerFn) -> None:
-        _check_type(task_type)
+        check_task_type(task_type)
         if not callable(fn):
             raise TypeError(f"handler for {task_type!r} is not callable: {fn!r}")
         self._handlers[task_type] = fn
@@ -66,6 +67,7 @@ class HandlerRegistry(MutableMapping[str, HandlerFn]):
         return len(self._handlers)
 
     def options(self, task_type: str) -> HandlerOptions:
+        """The options of ``task_type``'s handler (all None when it has none)."""
         return self._options.get(task_type, _NO_OPTIONS)
 
     def register(
@@ -77,24 +79,18 @@ class HandlerRegistry(MutableMapping[str, HandlerFn]):
         timeout: float | None = None,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
+        """Run ``fn(payload)`` for tasks of ``task_type``; the keywords are
+        its :class:`HandlerOptions` (per-handler defaults)."""
         options = HandlerOptions(max_retries, timeout, retry_policy)
         self[task_type] = fn
         self._options[task_type] = options
 
-    def handler(
-        self,
-        task_type: str,
-        *,
-        max_retries: int | None = None,
-        timeout: float | None = None,
-        retry_policy: RetryPolicy | None = None,
-    ) -> Callable[[F], F]:
-        """Decorator form of :meth:`register`."""
+    def handler(self, task_type: str, **options: Any) -> Callable[[F], F]:
+        """Decorator form of :meth:`register` (same keywords)."""
+        HandlerOptions(**options)  # refuse bad options at declaration
 
         def decorate(fn: F) -> F:
-            self.register(
-                task_type, fn, max_retries=max_retries, timeout=timeout, retry_policy=retry_policy
-            )
+            self.register(task_type, fn, **options)
             return fn
 
         return decorate
@@ -103,24 +99,9 @@ class HandlerRegistry(MutableMapping[str, HandlerFn]):
 _NO_OPTIONS = HandlerOptions()
 
 
-def _check_type(task_type: object) -> None:
-    if not isinstance(task_type, str) or not task_type or "\x00" in task_type:
-        # NUL: SQLite's json_each (the claim's type filter) cuts strings at it.
-        raise ValueError(f"task_type must be a non-empty string without NUL, got {task_type!r}")
-
-
 #: The default registry, used by Workers created without ``handlers=``.
 TASK_HANDLERS = HandlerRegistry()
 
-
-def handler(
-    task_type: str,
-    *,
-    max_retries: int | None = None,
-    timeout: float | None = None,
-    retry_policy: RetryPolicy | None = None,
-) -> Callable[[F], F]:
-    """Register the decorated function in :data:`TASK_HANDLERS`."""
-    return TASK_HANDLERS.handler(
-        task_type, max_retries=max_retries, timeout=timeout, retry_policy=retry_policy
-    )
+#: ``@handler("type", ...)``: register the decorated function in
+#: :data:`TASK_HANDLERS` (see :meth:`HandlerRegistry.handler`).
+handler = TASK_HANDLERS.handler

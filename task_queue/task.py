@@ -1,8 +1,9 @@
-"""The task record and its two enums.
+"""The task record, its two enums, and the claim that proves who holds it.
 
 A :class:`Task` is an immutable snapshot of one row, taken when it was read.
-It answers ``task['id']`` as well as ``task.id`` so code written for the
-dict-returning example in seed.md runs unchanged.
+It answers ``task['id']`` as well as ``task.id``, so code written for the
+dict-returning API the library grew from (README, "Where it comes from")
+runs unchanged.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from enum import Enum, IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class TaskPriority(IntEnum):
@@ -43,6 +44,15 @@ class TaskStatus(str, Enum):
 
     def __format__(self, spec: str) -> str:
         return format(self.value, spec)
+
+
+class Claim(NamedTuple):
+    """Proof that the caller holds a task: its id and the fencing token of
+    the claim. Every state change after a claim presents it, and applies
+    only while the task is still running under that token."""
+
+    task_id: int
+    token: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,7 +106,13 @@ class Task:
     #: rescued at once instead of when its lease expires.
     owner_pid: int | None = None
 
-    # -- read-only mapping access, for seed.md's task['id'] style ----------
+    @property
+    def claim(self) -> Claim:
+        """This snapshot's claim (token 0, which no claim has, if it was
+        read while not claimed)."""
+        return Claim(self.id, self.claim_token or 0)
+
+    # Read-only mapping access: task["id"], task.get("name"), dict(task).
     def __getitem__(self, key: str) -> Any:
         if key not in _FIELD_NAMES:
             raise KeyError(key)

@@ -1,6 +1,25 @@
-"""Storage backends behind the narrow interface in :mod:`.base`."""
+"""Storage backends behind the contract in :mod:`.base`."""
 
-from .base import Claim, Failure, NewTask, Storage
+from .base import (
+    ChangeFeed,
+    ClaimRequest,
+    Completion,
+    FailureRecord,
+    NewTask,
+    Owner,
+    Rescue,
+    Storage,
+)
 from .sqlite import SqliteStorage
 
-__all__ = ["Claim", "Failure", "NewTask", "SqliteStorage", "Storage"]
+__all__ = [
+    "ChangeFeed",
+    "ClaimRequest",
+    "Completion",
+    "FailureRecord",
+    "NewTask",
+    "Owner",
+    "Rescue",
+    "SqliteStorage",
+    "Storage",
+]

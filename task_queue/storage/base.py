@@ -1,26 +1,45 @@
-"""The storage boundary: domain operations, nothing SQL-shaped.
+"""The storage contract: the operations a backend implements, nothing SQL-shaped.
 
-TaskQueue and Worker talk only to this interface, so another backend (a
-PostgreSQL one with ``FOR UPDATE SKIP LOCKED`` claims and LISTEN/NOTIFY
-wake-ups) can be added without touching either. Everything here validates
-nothing: TaskQueue has already checked and encoded its arguments.
+TaskQueue is the only caller. It validates and encodes every argument, and
+decides every state transition (retry or dead-letter, the rescue of a lost
+claim); a backend *records* those decisions atomically and fenced. So a
+second backend (PostgreSQL with ``FOR UPDATE SKIP LOCKED`` claims and
+LISTEN/NOTIFY wake-ups) implements this protocol and proves itself by
+passing the contract suite in ``tests/storage/``, with no change to the
+queue or the Worker.
+
+Conventions every operation follows:
+
+* **Atomic.** Each call is one transaction: it happens entirely or not at
+  all. A call that raises wrote nothing.
+* **Fenced.** An operation on a claim (:class:`~task_queue.task.Claim`)
+  applies only while the task is still ``running`` under that claim token;
+  otherwise it changes nothing and reports the claim as not recorded.
+* **Times.** ``now`` is the caller's clock (UTC epoch seconds). Leases and
+  backoffs are passed as *durations*, so a backend whose clock is the
+  database server's (PostgreSQL) can apply them to its own ``now()``.
+* **Errors.** Failures of the database itself raise
+  :class:`~task_queue.errors.StorageError` subclasses (busy past the
+  timeout, disk full, read-only, closed...). Nothing else escapes except
+  the domain errors named on each operation.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
-from ..task import Task
+from ..task import Claim, Task
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NewTask:
-    """An encoded, validated task ready to insert."""
+    """One validated, encoded task, ready to insert (see :class:`~task_queue.spec.TaskSpec`)."""
 
     name: str
     task_type: str
+    #: JSON text, or None for no payload.
     payload: str | None
     priority: int
     scheduled_at: float | None
@@ -31,94 +50,190 @@ class NewTask:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Failure:
-    """The outcome of a failed attempt, as the storage records it."""
+class Owner:
+    """The process holding a claim: a rescuer on the same host can tell at
+    once that it died (its PID is gone) instead of waiting for the lease."""
+
+    host: str
+    pid: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What to claim, and the claim to record on each task taken."""
+
+    worker_id: str
+    owner: Owner
+    limit: int
+    #: Only these task types (None: any type).
+    task_types: Sequence[str] | None
+    #: Fencing token recorded on every task of this claim.
+    token: int
+    #: Seconds from ``now`` until the claim expires unless renewed.
+    lease_seconds: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Completion:
+    """A successful attempt to record."""
+
+    claim: Claim
+    #: The handler's result as JSON text (None: no result).
+    result: str | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """A failed attempt to record, with the decision already taken
+    (:func:`task_queue.retry.decide`)."""
 
     error: str
     traceback: str | None
-    #: Seconds to wait before the next attempt, given the retries used so far.
-    backoff: Callable[[int], float]
-    #: Overrides the stored max_retries (a handler's own setting).
-    max_retries: int | None = None
+    #: Seconds from ``now`` until the retry is due; None: failed for good
+    #: (the dead-letter state).
+    retry_in: float | None
 
 
-#: (task id, claim token): proof that the caller holds a claim.
-Claim = tuple[int, int]
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rescue:
+    """A lost claim (expired lease, or a dead owner) to give up, decided
+    by the rescuer from the task as it found it."""
+
+    claim: Claim
+    #: The lease expiry the rescuer saw: a renewal since then wins.
+    lease_expires_at: float | None
+    #: As in FailureRecord: seconds until due again, or None for failed.
+    retry_in: float | None
+    error: str
+
+
+class ChangeFeed(Protocol):
+    """Cross-process wake-up: tells a poller cheaply that *another* process
+    committed something, so it runs a claim instead of guessing.
+
+    SQLite answers from ``PRAGMA data_version`` (a few µs); a server
+    backend would answer from LISTEN/NOTIFY. Changes made through the same
+    storage object are not reported (the queue wakes its own listeners).
+    """
+
+    def changed(self) -> bool:
+        """True if another process may have committed since the last call
+        (the first call always answers True)."""
+        ...
 
 
 class Storage(Protocol):
-    def enqueue(self, tasks: Sequence[NewTask], now: float) -> list[int]:
-        """Insert all or none; for a live unique_key return the existing id."""
-        ...
+    """The operations of a task_queue backend. See the module docstring for
+    the conventions (atomic, fenced, times as durations, typed errors)."""
 
-    def complete_and_claim(
-        self,
-        completions: Sequence[tuple[Claim, str | None]],
-        now: float,
-        *,
-        worker_id: str,
-        limit: int,
-        task_types: Sequence[str] | None,
-        lease_expires_at: float,
-        token: int,
-        rescue: bool,
-    ) -> tuple[set[int], list[Task]]:
-        """The claim: atomically take up to ``limit`` due tasks (after
-        rescuing expired leases, if ``rescue``), recording this process
-        (host and PID) as their owner. ``completions`` (possibly none) are
-        written first in the same transaction, as complete_many() would: a
-        Worker's steady state, one commit per batch instead of two.
-        Returns (ids recorded, tasks claimed)."""
-        ...
+    # -- writes --------------------------------------------------------------
+    def enqueue(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
+        """Insert all of ``tasks`` or none; per task ``(id, created)``.
 
-    def complete(self, claim: Claim, result: str | None, now: float) -> bool:
-        """Record success if ``claim`` still holds; False if fenced out."""
-        ...
-
-    def fail(self, claim: Claim, failure: Failure, now: float) -> bool:
-        """Retry or dead-letter if ``claim`` still holds; False if fenced out."""
-        ...
-
-    def complete_many(self, items: Sequence[tuple[Claim, str | None]], now: float) -> set[int]:
-        """complete() for many claims at once; returns the ids recorded."""
-        ...
-
-    def release(self, claims: Sequence[Claim]) -> list[int]:
-        """Give claims back unfinished, the attempt not counted; ids released."""
-        ...
-
-    def renew(self, claims: Sequence[Claim], lease_expires_at: float) -> set[int]:
-        """Extend leases still held; return the ids renewed."""
-        ...
-
-    def rescue(self, now: float, *, dead_owners: bool = True) -> int:
-        """Expired leases back to pending (or failed); how many.
-
-        With ``dead_owners``, claims held by processes on this host that no
-        longer exist count as expired too.
+        A task whose ``unique_key`` is held by a live (pending or running)
+        task is not inserted: its entry is that task's id with ``created``
+        False (also for a key repeated within the batch).
         """
         ...
 
-    def cancel(self, task_id: int, now: float) -> bool: ...
+    def claim(
+        self, request: ClaimRequest, now: float, completions: Sequence[Completion] = ()
+    ) -> tuple[set[Claim], list[Task]]:
+        """Record ``completions`` (possibly none), then take up to
+        ``request.limit`` due pending tasks, highest priority first, then
+        earliest due, then lowest id: each becomes running under
+        ``request.token`` with a lease of ``request.lease_seconds``, its
+        attempt counted and its owner recorded. One transaction, so the
+        completions and the claim commit together (a Worker's steady
+        state: one commit per batch). Returns (claims of completions recorded,
+        tasks claimed in claim order)."""
+        ...
 
-    def retry(self, task_id: int, now: float) -> bool: ...
+    def complete(self, completions: Sequence[Completion], now: float) -> set[Claim]:
+        """Record successes of claims still held; returns the claims recorded."""
+        ...
 
+    def fail(self, claim: Claim, failure: FailureRecord, now: float) -> bool:
+        """Record a failed attempt if ``claim`` still holds: pending again
+        ``failure.retry_in`` seconds from now (a retry used), or failed for
+        good. False if fenced out."""
+        ...
+
+    def release(self, claims: Sequence[Claim]) -> list[Claim]:
+        """Give claims back unfinished: pending again at once, the attempt
+        not counted, no retry used. Returns the claims released."""
+        ...
+
+    def renew(self, claims: Sequence[Claim], now: float, lease_seconds: float) -> set[Claim]:
+        """Extend the leases of claims still held to ``now + lease_seconds``;
+        returns the claims renewed."""
+        ...
+
+    def rescue(self, rescues: Sequence[Rescue], now: float) -> list[tuple[int, str]]:
+        """Give up lost claims as decided: each applies only if the task is
+        still running under that claim with the lease the rescuer saw (a
+        renewal since then wins). Returns ``(id, new status)`` of those
+        applied."""
+        ...
+
+    def cancel(self, task_id: int, now: float) -> bool:
+        """Pending or running -> cancelled; False if already finished.
+        Raises TaskNotFoundError for an unknown id."""
+        ...
+
+    def retry(self, task_id: int, now: float) -> bool:
+        """Failed or cancelled -> pending with a fresh retry budget; False
+        otherwise. Raises TaskNotFoundError for an unknown id and
+        DuplicateTaskError when a live task holds its unique_key."""
+        ...
+
+    def purge(self, statuses: Sequence[str], before: float, limit: int) -> int:
+        """Delete up to ``limit`` finished tasks of these statuses that
+        finished before ``before``; returns how many (fewer than ``limit``:
+        none are left)."""
+        ...
+
+    # -- reads ---------------------------------------------------------------
     def get(self, task_id: int) -> Task | None: ...
 
-    def list_by_status(self, status: str, limit: int) -> list[Task]: ...
+    def list_by_status(self, status: str, limit: int) -> list[Task]:
+        """Pending and running tasks newest first; finished ones most
+        recently finished first."""
+        ...
 
-    def counts(self) -> dict[str, int]: ...
+    def counts(self) -> dict[str, int]:
+        """Tasks per status (statuses with none may be missing). Cheap at
+        any table size."""
+        ...
 
     def next_due(self, now: float) -> float | None:
         """When the earliest not-yet-due pending task becomes due."""
         ...
 
-    def due_by_type(self, now: float) -> dict[str, int]: ...
-
-    def purge(self, statuses: Sequence[str], before: float) -> int: ...
-
-    def data_version(self) -> int:
-        """A number that changes whenever another connection commits."""
+    def due_by_type(self, now: float) -> dict[str, int]:
+        """Due pending tasks per task type."""
         ...
 
-    def close(self) -> None: ...
+    def expired(self, now: float, *, dead_owners: Sequence[Owner] = ()) -> list[Task]:
+        """Running tasks whose lease expired before ``now``, or whose owner
+        is one of ``dead_owners``: the candidates for rescue."""
+        ...
+
+    def claim_owners(self, host: str) -> list[int]:
+        """PIDs on ``host`` holding claims (the rescuer checks which are gone)."""
+        ...
+
+    # -- capabilities and lifecycle ------------------------------------------
+    def check_writable(self) -> None:
+        """Raise ReadOnlyDatabaseError (or another StorageError) if the
+        storage cannot take writes now; write nothing."""
+        ...
+
+    def change_feed(self) -> ChangeFeed:
+        """A new cross-process change feed (see :class:`ChangeFeed`)."""
+        ...
+
+    def close(self) -> None:
+        """Finish what is queued and release the database; later calls
+        raise QueueClosedError."""
+        ...

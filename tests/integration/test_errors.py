@@ -152,11 +152,24 @@ WRITES: dict[str, Callable[[TaskQueue, int], object]] = {
 }
 
 
+def _expire_a_claim(q: TaskQueue, db_path: str) -> None:
+    """A running task whose lease ran out: rescue_expired() has a write to do
+    (with nothing to rescue it only reads, and a writer elsewhere is no
+    obstacle to that)."""
+    q.enqueue("expired", "t")
+    claimed = q.claim(1, remember=False)
+    with sqlite3.connect(db_path, isolation_level=None) as conn:
+        conn.execute("UPDATE tasks SET lease_expires_at = 0 WHERE id = ?", (claimed[0].id,))
+    conn.close()
+
+
 @pytest.mark.parametrize("call", list(WRITES), ids=str)
 def test_busy_beyond_the_budget_is_typed_and_writes_nothing(
     busy_queue: TaskQueue, db_path: str, call: str
 ) -> None:
     task_id = busy_queue.enqueue("existing", "t")
+    if call == "rescue_expired":
+        _expire_a_claim(busy_queue, db_path)
     before = snapshot(db_path)
     locker = Locker(db_path)
     try:

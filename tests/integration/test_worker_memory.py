@@ -14,13 +14,13 @@ def test_worker_claims_leave_no_tokens_behind(queue: TaskQueue) -> None:
     queue.enqueue_many([{"name": f"t{i}", "task_type": "noop"} for i in range(300)])
     with Worker(queue, registry, concurrency=2):
         wait_until(lambda: queue.get_queue_stats()["completed"] == 300)
-    assert queue._held == {}
+    assert queue.held() == []
 
 
 def test_manual_claims_are_remembered_until_finished(queue: TaskQueue) -> None:
     queue.enqueue("a", "t")
     task = queue.dequeue()
     assert task is not None
-    assert queue._held == {task.id: task.claim_token}
-    assert queue.complete_task(task.id, "ok")  # seed.md's call shape: by id
-    assert queue._held == {}
+    assert queue.held() == [task]
+    assert queue.complete_task(task.id, "ok")  # the seed API's call shape: by id
+    assert queue.held() == []

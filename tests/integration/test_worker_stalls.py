@@ -59,13 +59,6 @@ def test_timeout_fires_while_the_database_is_locked_by_another_process(db_path: 
         queue.close()
 
 
-class FrozenDispatcherWorker(Worker):
-    """Renews no lease, as when the whole process is frozen (SIGSTOP)."""
-
-    def _heartbeat(self) -> None:
-        pass
-
-
 def test_a_prefetched_task_whose_lease_ran_out_is_not_started(db_path: str) -> None:
     queue = TaskQueue(db_path, lease_seconds=0.5)
     other = TaskQueue(db_path, lease_seconds=30)
@@ -82,9 +75,12 @@ def test_a_prefetched_task_whose_lease_ran_out_is_not_started(db_path: str) -> N
 
     first = queue.enqueue("block", "block", priority="HIGH")
     quick_ids = [queue.enqueue(f"quick {i}", "quick") for i in range(3)]
-    worker = FrozenDispatcherWorker(
-        queue, {"block": block, "quick": quick}, concurrency=1, prefetch=3
-    ).start()
+    # No heartbeat within the test: the worker renews no lease, as when the
+    # whole process is frozen (SIGSTOP).
+    worker = Worker(
+        queue, {"block": block, "quick": quick}, concurrency=1, prefetch=3,
+        heartbeat_interval=3600,
+    ).start()  # fmt: skip
     try:
         # The executor is busy with "block"; the three quick tasks wait in
         # the worker's buffer, claimed.
@@ -97,7 +93,7 @@ def test_a_prefetched_task_whose_lease_ran_out_is_not_started(db_path: str) -> N
         # The frozen worker continues: it must not run them again.
         gate.set()
         wait_until(lambda: queue.get_task(first).status != "running", timeout=10)  # type: ignore[union-attr]
-        wait_until(lambda: not worker._buffer and not worker._running, timeout=10)
+        wait_until(lambda: worker.in_flight == 0, timeout=10)
         assert ran == []
         for task_id in quick_ids:
             task = queue.get_task(task_id)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from support import wait_until
 
-import task_queue.worker as worker_module
+import task_queue.worker.worker as worker_module
 from task_queue import HandlerRegistry, TaskQueue, TaskStatus, Worker
 
 
@@ -37,7 +37,7 @@ def test_stop_from_inside_a_handler_raises_instead_of_waiting_for_itself(
 def test_stop_returns_despite_a_storage_fault_that_does_not_clear(
     db_path: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(worker_module, "_MIN_FLUSH", 0.5)
+    monkeypatch.setattr(worker_module, "MIN_FLUSH", 0.5)
     queue = TaskQueue(db_path)
     registry = HandlerRegistry()
     started: list[int] = []

@@ -88,7 +88,8 @@ def test_handlers_raising_base_exceptions(db_path: str) -> None:
                 timeout=20,  # well under the 30 s lease: no failure may wait for a rescue
             )
             # The pool is intact: every executor thread alive, and it still works.
-            assert all(s.thread is not None and s.thread.is_alive() for s in worker._slots)
+            alive = {t.name for t in threading.enumerate()}
+            assert all(f"{worker.name}-{i + 1}" in alive for i in range(worker.concurrency))
             late = queue.enqueue("ok after", "ok", "after")
             wait_until(lambda: queue.get_task(late).status == TaskStatus.COMPLETED, timeout=30)  # type: ignore[union-attr]
 

@@ -144,13 +144,15 @@ def test_read_only_file_reads_work_writes_are_typed_and_workers_refuse(
                 "enqueue_many": lambda: q.enqueue_many([{"name": "n", "task_type": "t"}]),
                 "dequeue": q.dequeue,
                 "cancel_task": lambda: q.cancel_task(1),
-                "rescue_expired": q.rescue_expired,
                 "purge": lambda: q.purge(0),
+                "check_writable": q.check_writable,
             }
             for name, call in writes.items():
                 with pytest.raises(ReadOnlyDatabaseError, match="cannot be written"):
                     call()
                 assert q.get_queue_stats()["pending"] == 3, name
+            # With nothing to rescue, rescue_expired() only reads.
+            assert q.rescue_expired() == 0
 
             ran: list[object] = []
             before = {t.name for t in threading.enumerate()}

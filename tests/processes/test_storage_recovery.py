@@ -183,7 +183,7 @@ def test_reads_sharing_a_batch_with_a_blocked_write_still_succeed(db_path: str) 
     that batch failed with DatabaseBusyError too, although WAL readers need
     no lock (seen as get_queue_stats() failing while a Worker retried)."""
     TaskQueue(db_path).close()
-    engine = Engine(db_path, busy_budget=0.1)
+    engine = Engine(db_path, busy_timeout=0.1)
     gate = threading.Event()
     try:
         # Occupy the engine thread so the next two units form one batch.

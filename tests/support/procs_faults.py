@@ -149,22 +149,17 @@ def worker(
     retry_base: float = 0.0,
 ) -> None:
     """A worker process: Worker.run() until SIGTERM/SIGINT (or killed)."""
-    from task_queue import RetryPolicy, TaskQueue, Worker
+    from task_queue import Event, EventKind, RetryPolicy, TaskQueue, Worker
 
     _setup_logging()
     pid = os.getpid()
     log = Log(Path(log_dir, f"exec-{pid}.log"))
 
-    class RecordingQueue(TaskQueue):
-        # Every claim (dequeue, claim, and a Worker's claim that also writes
-        # its completions) goes through _claim_batch.
-        def _claim_batch(self, *args: Any, **kwargs: Any) -> Any:
-            started = time.time()
-            recorded, tasks = super()._claim_batch(*args, **kwargs)
-            if tasks:
-                ids = ",".join(str(t.id) for t in tasks)
-                log.write(f"C {pid} {started:.6f} {time.time():.6f} {ids}")
-            return recorded, tasks
+    def log_claims(event: Event) -> None:
+        # Emitted after the claim committed, once per task claimed; "at" is
+        # the time the claim started.
+        if event.kind is EventKind.CLAIMED:
+            log.write(f"C {pid} {event.at:.6f} {time.time():.6f} {event.task_id}")
 
     class RecordingWorker(Worker):
         def stop(self, timeout: float | None = None) -> None:
@@ -174,7 +169,9 @@ def worker(
     handlers = _make_handlers(log)
     if types is not None:
         handlers = {name: fn for name, fn in handlers.items() if name in types}
-    queue = RecordingQueue(db, lease_seconds=lease, retry_policy=RetryPolicy(base=retry_base))
+    queue = TaskQueue(
+        db, lease_seconds=lease, retry_policy=RetryPolicy(base=retry_base), hooks=[log_claims]
+    )
     try:
         RecordingWorker(
             queue,

@@ -13,12 +13,16 @@ import task_queue
 
 EXPECTED_ALL = [
     "TASK_HANDLERS",
+    "Claim",
     "Clock",
     "DatabaseBusyError",
     "DatabaseOpenError",
     "DiskFullError",
     "DuplicateTaskError",
+    "Event",
+    "EventKind",
     "HandlerRegistry",
+    "Hook",
     "ManualClock",
     "NotAQueueDatabaseError",
     "PayloadError",
@@ -35,9 +39,11 @@ EXPECTED_ALL = [
     "TaskPriority",
     "TaskQueue",
     "TaskQueueError",
+    "TaskSpec",
     "TaskStatus",
     "TaskTimeout",
     "Worker",
+    "WorkerOptions",
     "current_task",
     "handler",
 ]

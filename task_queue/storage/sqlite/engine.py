@@ -124,7 +124,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         max_count: int = 500,
         *,
         on_open: Callable[[sqlite3.Connection], None] | None = None,
-        busy_budget: float = 30.0,
+        busy_timeout: float = 30.0,
         thread_name: str = "task_queue-sqlite",
     ) -> None:
         # Read by the thread; must exist before the base class starts it.
@@ -132,7 +132,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
         self._on_open = on_open
-        self._busy_budget = busy_budget
+        self._busy_timeout = busy_timeout
         self._dead: BaseException | None = None
         self._exited = False
         self._conn: sqlite3.Connection | None = None
@@ -375,7 +375,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
 
     def _with_busy_retry(self, action: Callable[[], Any]) -> Any:
         """Run ``action``; on SQLITE_BUSY retry with jittered backoff until the budget."""
-        deadline = time.monotonic() + self._busy_budget
+        deadline = time.monotonic() + self._busy_timeout
         attempt = 0
         while True:
             try:

@@ -147,7 +147,7 @@ RETURNING id;
 -- complete_many --
 -- complete_task for many claims in one statement (a Worker's batched
 -- outcomes); :items is a JSON array of [id, token, result JSON text or null].
--- Returns the ids recorded; the others were fenced out. The unary + keeps
+-- Returns the claims recorded; the others were fenced out. The unary + keeps
 -- the planner off the index of running tasks: it would scan every running
 -- task and re-parse :items for each (O(running x items)); this way each
 -- item is one primary-key lookup.
@@ -158,27 +158,24 @@ FROM (SELECT json_extract(value, '$[0]') AS done_id, json_extract(value, '$[1]')
       FROM json_each(:items)) AS done
 WHERE tasks.id = done.done_id AND tasks.claim_token = done.done_token
   AND +tasks.status = 'running'
-RETURNING tasks.id;
-
--- held_retry_state --
--- Retry bookkeeping of a task the caller still holds.
-SELECT retry_count, max_retries FROM tasks
-WHERE id = :id AND claim_token = :token AND status = 'running';
+RETURNING tasks.id, tasks.claim_token;
 
 -- fail_retry --
--- A failed attempt with retries left: back to pending after the backoff.
+-- A failed attempt with retries left, if the caller still holds the claim:
+-- back to pending, due at :run_at (the backoff decided by the caller).
 UPDATE tasks
 SET status = 'pending', retry_count = retry_count + 1, run_at = :run_at,
     error_message = :error, error_traceback = :traceback, lease_expires_at = NULL
-WHERE id = :id AND claim_token = :token AND status = 'running';
-
+WHERE id = :id AND claim_token = :token AND status = 'running'
+RETURNING id;
 -- fail_final --
--- A failed attempt with no retries left: the dead-letter set (status failed).
+-- A failed attempt with no retries left, if the caller still holds the
+-- claim: the dead-letter set (status failed).
 UPDATE tasks
 SET status = 'failed', completed_at = :now, error_message = :error,
     error_traceback = :traceback, lease_expires_at = NULL
-WHERE id = :id AND claim_token = :token AND status = 'running';
-
+WHERE id = :id AND claim_token = :token AND status = 'running'
+RETURNING id;
 -- release_task --
 -- Give a claimed task back unfinished (shutdown): pending again, and the
 -- attempt does not count.
@@ -190,41 +187,51 @@ RETURNING id;
 
 -- renew_leases --
 -- Heartbeat: extend the leases of claims still held; :claims is a JSON
--- array of [id, token] pairs. Returns the ids renewed. (+: see complete_many.)
+-- array of [id, token] pairs. Returns the claims renewed. (+: see complete_many.)
 UPDATE tasks
 SET lease_expires_at = :lease_expires_at
 FROM (SELECT json_extract(value, '$[0]') AS held_id, json_extract(value, '$[1]') AS held_token
       FROM json_each(:claims)) AS held
 WHERE tasks.id = held.held_id AND tasks.claim_token = held.held_token
   AND +tasks.status = 'running'
-RETURNING tasks.id;
+RETURNING tasks.id, tasks.claim_token;
+-- expired_claims --
+-- Rescue candidates: running tasks whose lease expired (a range seek).
+SELECT * FROM tasks INDEXED BY idx_tasks_lease
+WHERE status = 'running' AND lease_expires_at < :now;
 
--- rescue_expired --
--- Running tasks whose lease expired (their worker died or hung): the lost
--- attempt counts as a retry; pending again, or failed once retries are used.
+-- dead_owner_claims --
+-- Rescue candidates: running tasks held by the dead processes in :owners,
+-- a JSON array of [host, pid] (asked only when some owner is dead).
+SELECT * FROM tasks INDEXED BY idx_tasks_lease
+WHERE status = 'running'
+  AND EXISTS (SELECT 1 FROM json_each(:owners)
+              WHERE json_extract(value, '$[0]') = owner_host
+                AND json_extract(value, '$[1]') = owner_pid);
+
+-- rescue_retry --
+-- A lost claim with retries left: pending again at once, the lost attempt
+-- counted as a retry. Only if the task is still held under the claim the
+-- rescuer found, with the lease it saw (a renewal since then wins).
 UPDATE tasks
-SET status = CASE WHEN retry_count < max_retries THEN 'pending' ELSE 'failed' END,
-    retry_count = CASE WHEN retry_count < max_retries THEN retry_count + 1 ELSE retry_count END,
-    completed_at = CASE WHEN retry_count < max_retries THEN NULL ELSE :now END,
-    run_at = :now,
-    error_message = 'claim lost: worker ' || coalesce(worker_id, '?')
-                    || ' died or stopped renewing its lease',
-    lease_expires_at = NULL
-WHERE id IN (SELECT id FROM tasks INDEXED BY idx_tasks_lease
-             WHERE status = 'running' AND lease_expires_at < :now)
+SET status = 'pending', retry_count = retry_count + 1, run_at = :run_at,
+    error_message = :error, lease_expires_at = NULL
+WHERE id = :id AND claim_token = :token AND status = 'running'
+  AND lease_expires_at IS :lease_expires_at
 RETURNING id, status;
 
+-- rescue_final --
+-- A lost claim with no retries left: failed for good (fenced as rescue_retry).
+UPDATE tasks
+SET status = 'failed', completed_at = :now, run_at = :now, error_message = :error,
+    lease_expires_at = NULL
+WHERE id = :id AND claim_token = :token AND status = 'running'
+  AND lease_expires_at IS :lease_expires_at
+RETURNING id, status;
 -- local_owners --
--- Processes on this host holding running tasks (to find dead ones fast).
+-- Processes on this host holding running tasks (the rescuer checks which are gone).
 SELECT DISTINCT owner_pid FROM tasks INDEXED BY idx_tasks_lease
 WHERE status = 'running' AND owner_host = :owner_host AND owner_pid IS NOT NULL;
-
--- expire_owner --
--- The process holding these claims is gone: end their leases now so
--- rescue_expired takes them without waiting out the lease.
-UPDATE tasks SET lease_expires_at = :expired
-WHERE status = 'running' AND owner_host = :owner_host AND owner_pid = :owner_pid;
-
 -- cancel_task --
 -- Cancel a pending or running task. A running task's handler learns it at
 -- its next heartbeat; its late outcome is then fenced out by the status.
@@ -283,13 +290,20 @@ WHERE status = 'pending' AND run_at <= :now
 GROUP BY task_type;
 
 -- purge_finished --
--- Delete up to :limit finished tasks of one status that finished before :before.
+-- Delete up to :limit finished tasks whose status is in the JSON array
+-- :statuses and that finished before :before.
 DELETE FROM tasks WHERE id IN (
     SELECT id FROM tasks INDEXED BY idx_tasks_finished
-    WHERE status = :status AND status IN ('completed', 'failed', 'cancelled')
+    WHERE status IN (SELECT value FROM json_each(:statuses))
+      AND status IN ('completed', 'failed', 'cancelled')
       AND completed_at < :before
     LIMIT :limit);
-
 -- data_version --
 -- Changes whenever another connection commits: a cheap "anything new?".
 PRAGMA data_version;
+
+-- probe_write --
+-- A write that changes nothing: it opens a write transaction on the file
+-- (refused on a read-only one; BEGIN IMMEDIATE alone is not) without
+-- touching a page, so its COMMIT costs no sync.
+DELETE FROM task_queue_meta WHERE 0;

@@ -13,6 +13,7 @@ import os
 import sqlite3
 
 from ...errors import DatabaseOpenError, NotAQueueDatabaseError
+from ..rows import TASK_COLUMNS
 from .errors import (
     SQLITE_BUSY,
     SQLITE_CANTOPEN,
@@ -33,14 +34,6 @@ SCHEMA_VERSION = 1
 #: Migrations by the version they produce; MIGRATIONS[1] creates schema 1.
 MIGRATIONS: dict[int, str] = {1: "schema_v1"}
 
-#: The tasks table's columns in table order; rows map to Task by position.
-TASK_COLUMNS = (
-    "id", "name", "task_type", "payload", "priority", "status", "worker_id",
-    "created_at", "scheduled_at", "started_at", "completed_at", "max_retries",
-    "retry_count", "error_message", "result", "attempts", "run_at",
-    "lease_expires_at", "claim_token", "timeout", "unique_key", "error_traceback",
-    "owner_host", "owner_pid",
-)  # fmt: skip
 
 # Errors reading the schema that say nothing about whose file it is.
 _NOT_ABOUT_THE_FILE = (

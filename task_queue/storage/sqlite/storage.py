@@ -1,8 +1,14 @@
-"""The SQLite backend: each domain operation as a unit run by the Engine."""
+"""The SQLite backend: each storage operation as a unit run by the Engine.
+
+A unit is a function ``fn(conn, ...)`` that the engine thread runs inside
+the batch's transaction (group commit); its caller is answered once that
+transaction committed. Units only run named statements from queries.sql.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -10,48 +16,27 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
-from ...owner import host_id, pid_alive
-from ...payload import decode
-from ...task import Task, TaskPriority, TaskStatus
-from ..base import Claim, Failure, NewTask
+from ...task import Claim, Task
+from ..base import ChangeFeed, ClaimRequest, Completion, FailureRecord, NewTask, Owner, Rescue
+from ..rows import claim_order, task_from_row
 from .engine import Engine
 from .schema import open_database, prepare_file
 from .sql import QUERIES
 
 Q = QUERIES
 
-
-# Dict lookups: calling the Enum classes costs several times more, on the
-# claim path, once per task.
-_PRIORITY = {p.value: p for p in TaskPriority}
-_STATUS = {s.value: s for s in TaskStatus}
-
-
-def task_from_row(row: Sequence[Any]) -> Task:
-    """The one place a row becomes a Task (column order: TASK_COLUMNS)."""
-    (id_, name, task_type, payload, priority, status, worker_id, created_at, scheduled_at,
-     started_at, completed_at, max_retries, retry_count, error_message, result, attempts,
-     run_at, lease_expires_at, claim_token, timeout, unique_key, error_traceback, owner_host,
-     owner_pid) = row  # fmt: skip
-    return Task(
-        id=id_, name=name, task_type=task_type, payload=decode(payload),
-        priority=_PRIORITY[priority], status=_STATUS[status], worker_id=worker_id,
-        created_at=created_at, scheduled_at=scheduled_at, started_at=started_at,
-        completed_at=completed_at, max_retries=max_retries, retry_count=retry_count,
-        error_message=error_message, result=decode(result), attempts=attempts,
-        run_at=run_at, lease_expires_at=lease_expires_at, claim_token=claim_token,
-        timeout=timeout, unique_key=unique_key, error_traceback=error_traceback,
-        owner_host=owner_host, owner_pid=owner_pid,
-    )  # fmt: skip
+SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
 
 
 # -- units: each runs in the engine thread inside the batch's transaction ------
 
 
-def _enqueue(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float) -> list[int]:
+def _enqueue(
+    conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float
+) -> list[tuple[int, bool]]:
     if len(tasks) > 1 and all(t.unique_key is None and "\x00" not in t.name for t in tasks):
-        return _enqueue_bulk(conn, tasks, now)
-    ids: list[int] = []
+        return [(task_id, True) for task_id in _enqueue_bulk(conn, tasks, now)]
+    ids: list[tuple[int, bool]] = []
     for t in tasks:
         params = {
             "name": t.name, "task_type": t.task_type, "payload": t.payload,
@@ -60,12 +45,14 @@ def _enqueue(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float) -> 
             "unique_key": t.unique_key,
         }  # fmt: skip
         row = conn.execute(Q["insert_task"], params).fetchone()
-        if row is None:
-            # A live task holds this unique_key (in this batch or before).
-            row = conn.execute(Q["find_live_unique"], {"unique_key": t.unique_key}).fetchone()
-            if row is None:  # pragma: no cover - the index and query disagree
-                raise RuntimeError("insert conflicted but no live task holds the key")
-        ids.append(int(row[0]))
+        if row is not None:
+            ids.append((int(row[0]), True))
+            continue
+        # A live task holds this unique_key (in this batch or before).
+        row = conn.execute(Q["find_live_unique"], {"unique_key": t.unique_key}).fetchone()
+        if row is None:  # pragma: no cover - the index and query disagree
+            raise RuntimeError("insert conflicted but no live task holds the key")
+        ids.append((int(row[0]), False))
     return ids
 
 
@@ -85,100 +72,89 @@ def _enqueue_bulk(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float
     return ids
 
 
-def _claim(conn: sqlite3.Connection, params: dict[str, Any], rescue: bool) -> list[Any]:
-    # Raw rows: the caller's thread turns them into Tasks, so the engine
-    # thread (the one every caller waits for) is free sooner.
-    if rescue:
-        _rescue(conn, params["now"], True)
-    query = Q["claim_any"] if params.get("types") is None else Q["claim_types"]
-    return conn.execute(query, params).fetchall()
-
-
-def _claimed_tasks(rows: list[Any]) -> list[Task]:
-    tasks = [task_from_row(r) for r in rows]
-    # RETURNING order is unspecified; hand tasks out in claim order.
-    tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
-    return tasks
-
-
-def _complete_and_claim(
+def _claim(
     conn: sqlite3.Connection,
-    items: Sequence[tuple[Claim, str | None]],
+    completions: Sequence[Completion],
     now: float,
     params: dict[str, Any],
-    rescue: bool,
-) -> tuple[set[int], list[Any]]:
-    recorded = _complete_many(conn, items, now) if items else set()
-    return recorded, _claim(conn, params, rescue)
+) -> tuple[set[Claim], list[Any]]:
+    recorded = _complete(conn, completions, now) if completions else set()
+    query = Q["claim_any"] if params["types"] is None else Q["claim_types"]
+    # Raw rows: the caller's thread turns them into Tasks, so the engine
+    # thread (the one every caller waits for) is free sooner.
+    return recorded, conn.execute(query, params).fetchall()
 
 
-def _fenced(conn: sqlite3.Connection, task_id: int) -> bool:
-    """After a fenced update matched nothing: False, or raise if no such task."""
-    if conn.execute(Q["task_status"], {"id": task_id}).fetchone() is None:
-        raise TaskNotFoundError(f"no task with id {task_id}")
-    return False
-
-
-def _complete(conn: sqlite3.Connection, claim: Claim, result: str | None, now: float) -> bool:
-    params = {"id": claim[0], "token": claim[1], "result": result, "now": now}
-    if conn.execute(Q["complete_task"], params).fetchone() is not None:
-        return True
-    return _fenced(conn, claim[0])
-
-
-def _complete_many(
-    conn: sqlite3.Connection, items: Sequence[tuple[Claim, str | None]], now: float
-) -> set[int]:
+def _complete(conn: sqlite3.Connection, items: Sequence[Completion], now: float) -> set[Claim]:
     # The result JSON text travels as a JSON string, so json_extract hands
     # back exactly that text.
-    payload = json.dumps([[claim[0], claim[1], result] for claim, result in items])
+    payload = json.dumps([[c.claim.task_id, c.claim.token, c.result] for c in items])
     rows = conn.execute(Q["complete_many"], {"items": payload, "now": now}).fetchall()
-    return {int(r[0]) for r in rows}
+    return {Claim(int(r[0]), int(r[1])) for r in rows}
 
 
-def _fail(conn: sqlite3.Connection, claim: Claim, failure: Failure, now: float) -> bool:
-    held = {"id": claim[0], "token": claim[1]}
-    row = conn.execute(Q["held_retry_state"], held).fetchone()
-    if row is None:
-        return _fenced(conn, claim[0])
-    retry_count, max_retries = row
-    if failure.max_retries is not None:
-        max_retries = failure.max_retries
-    params = {**held, "now": now, "error": failure.error, "traceback": failure.traceback}
-    if retry_count < max_retries:
-        params["run_at"] = now + max(0.0, failure.backoff(retry_count))
-        conn.execute(Q["fail_retry"], params)
-    else:
-        conn.execute(Q["fail_final"], params)
-    return True
+def _fail(conn: sqlite3.Connection, claim: Claim, failure: FailureRecord, now: float) -> bool:
+    params: dict[str, Any] = {
+        "id": claim.task_id, "token": claim.token, "now": now,
+        "error": failure.error, "traceback": failure.traceback,
+    }  # fmt: skip
+    if failure.retry_in is None:
+        return conn.execute(Q["fail_final"], params).fetchone() is not None
+    params["run_at"] = now + max(0.0, failure.retry_in)
+    return conn.execute(Q["fail_retry"], params).fetchone() is not None
 
 
-def _release(conn: sqlite3.Connection, claims: Sequence[Claim]) -> list[int]:
+def _release(conn: sqlite3.Connection, claims: Sequence[Claim]) -> list[Claim]:
     released = []
-    for task_id, token in claims:
-        if conn.execute(Q["release_task"], {"id": task_id, "token": token}).fetchone():
-            released.append(task_id)
+    for claim in claims:
+        if conn.execute(Q["release_task"], {"id": claim.task_id, "token": claim.token}).fetchone():
+            released.append(claim)
     return released
 
 
-def _renew(conn: sqlite3.Connection, claims: Sequence[Claim], expires: float) -> set[int]:
+def _renew(conn: sqlite3.Connection, claims: Sequence[Claim], expires: float) -> set[Claim]:
     params = {"claims": json.dumps([list(c) for c in claims]), "lease_expires_at": expires}
-    return {int(r[0]) for r in conn.execute(Q["renew_leases"], params).fetchall()}
+    return {Claim(int(r[0]), int(r[1])) for r in conn.execute(Q["renew_leases"], params).fetchall()}
 
 
-def _rescue(conn: sqlite3.Connection, now: float, dead_owners: bool) -> int:
-    if dead_owners:
-        host, me = host_id(), os.getpid()
-        rows = conn.execute(Q["local_owners"], {"owner_host": host}).fetchall()
-        for (pid,) in rows:
-            if pid != me and not pid_alive(pid):
-                params = {"owner_host": host, "owner_pid": pid, "expired": now - 1.0}
-                conn.execute(Q["expire_owner"], params)
-    return len(conn.execute(Q["rescue_expired"], {"now": now}).fetchall())
+def _rescue(
+    conn: sqlite3.Connection, rescues: Sequence[Rescue], now: float
+) -> list[tuple[int, str]]:
+    applied = []
+    for r in rescues:
+        params: dict[str, Any] = {
+            "id": r.claim.task_id, "token": r.claim.token, "now": now, "error": r.error,
+            "lease_expires_at": r.lease_expires_at,
+        }  # fmt: skip
+        if r.retry_in is None:
+            row = conn.execute(Q["rescue_final"], params).fetchone()
+        else:
+            params["run_at"] = now + max(0.0, r.retry_in)
+            row = conn.execute(Q["rescue_retry"], params).fetchone()
+        if row is not None:
+            applied.append((int(row[0]), str(row[1])))
+    return applied
+
+
+def _expired(conn: sqlite3.Connection, now: float, owners: str | None) -> list[Task]:
+    rows = conn.execute(Q["expired_claims"], {"now": now}).fetchall()
+    if owners is not None:
+        seen = {row[0] for row in rows}
+        more = conn.execute(Q["dead_owner_claims"], {"owners": owners}).fetchall()
+        rows += [row for row in more if row[0] not in seen]
+    return [task_from_row(r) for r in rows]
+
+
+def _rows(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> list[Any]:
+    return conn.execute(Q[name], params).fetchall()
 
 
 def _one_returning(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> bool:
     return conn.execute(Q[name], params).fetchone() is not None
+
+
+def _exists(conn: sqlite3.Connection, task_id: int) -> bool:
+    return conn.execute(Q["task_status"], {"id": task_id}).fetchone() is not None
 
 
 def _retry(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
@@ -188,7 +164,7 @@ def _retry(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
         raise DuplicateTaskError(
             f"task {task_id} cannot be retried: another live task holds its unique_key"
         ) from exc
-    if not done and conn.execute(Q["task_status"], {"id": task_id}).fetchone() is None:
+    if not done and not _exists(conn, task_id):
         raise TaskNotFoundError(f"no task with id {task_id}")
     return done
 
@@ -196,7 +172,9 @@ def _retry(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
 def _cancel(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
     if _one_returning(conn, "cancel_task", {"id": task_id, "now": now}):
         return True
-    return _fenced(conn, task_id)
+    if not _exists(conn, task_id):
+        raise TaskNotFoundError(f"no task with id {task_id}")
+    return False
 
 
 def _get(conn: sqlite3.Connection, task_id: int) -> Task | None:
@@ -213,21 +191,13 @@ def _list(conn: sqlite3.Connection, status: str, limit: int) -> list[Task]:
     return [task_from_row(r) for r in rows]
 
 
-def _counts(conn: sqlite3.Connection) -> dict[str, int]:
-    return {status: int(n) for status, n in conn.execute(Q["counts"]).fetchall()}
-
-
 def _scalar(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> Any:
     row = conn.execute(Q[name], params).fetchone()
     return None if row is None else row[0]
 
 
-def _due_by_type(conn: sqlite3.Connection, now: float) -> dict[str, int]:
-    return {t: int(n) for t, n in conn.execute(Q["due_by_type"], {"now": now}).fetchall()}
-
-
-def _purge(conn: sqlite3.Connection, status: str, before: float, limit: int) -> int:
-    params = {"status": status, "before": before, "limit": limit}
+def _purge(conn: sqlite3.Connection, statuses: str, before: float, limit: int) -> int:
+    params = {"statuses": statuses, "before": before, "limit": limit}
     return conn.execute(Q["purge_finished"], params).rowcount
 
 
@@ -246,27 +216,62 @@ def _apply_max_size(conn: sqlite3.Connection, max_bytes: int | None, unlimited: 
     return int(conn.execute(f"PRAGMA max_page_count = {int(pages)}").fetchone()[0]) * page_size
 
 
+class _DataVersionFeed:
+    """ChangeFeed on ``PRAGMA data_version``: it changes when another
+    connection commits (never for this connection's own commits)."""
+
+    def __init__(self, storage: SqliteStorage) -> None:
+        self._storage = storage
+        self._seen: int | None = None
+
+    def changed(self) -> bool:
+        version = self._storage.data_version()
+        changed = version != self._seen
+        self._seen = version
+        return changed
+
+
 class SqliteStorage:
-    """Implements :class:`~task_queue.storage.base.Storage` on one SQLite file."""
+    """The :class:`~task_queue.storage.base.Storage` on one SQLite file.
+
+    path: the database file (created 0600 if missing). Only local disks:
+        WAL needs memory shared between the processes using the file.
+    synchronous: "FULL" (default): an acknowledged write survives power
+        loss. "NORMAL": survives a crash of the application, may lose the
+        last commits on power loss; faster. ("EXTRA" is FULL plus a sync of
+        the directory.)
+    busy_timeout: seconds to keep retrying while another process holds the
+        write lock, then DatabaseBusyError.
+    max_batch: most callers' units in one group-commit transaction.
+    max_size_bytes: cap on the database file (see :meth:`set_max_size`).
+    """
 
     def __init__(
         self,
-        path: str,
+        path: str | os.PathLike[str],
         *,
         synchronous: str = "FULL",
-        busy_budget: float = 30.0,
+        busy_timeout: float = 30.0,
         max_batch: int = 500,
         max_size_bytes: int | None = None,
     ) -> None:
-        """``max_size_bytes`` caps the database file (see :meth:`set_max_size`)."""
-        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
-            raise ValueError("synchronous must be 'FULL', 'NORMAL' or 'EXTRA'")
+        if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, (int, float))
+            or not math.isfinite(busy_timeout)
+            or busy_timeout < 0
+        ):
+            raise ValueError(f"busy_timeout must be a finite number >= 0, got {busy_timeout!r}")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
         self._max_size = _check_max_size(max_size_bytes)
         self._unlimited_pages = 0
         self.path = os.fspath(path)
-        self._synchronous = synchronous.upper()
-        self._busy_budget = busy_budget
-        self._max_batch = max_batch
+        self.synchronous = synchronous.upper()
+        self.busy_timeout = float(busy_timeout)
+        self.max_batch = max_batch
         self._lock = threading.Lock()
         self._closed = False
         self._engine_obj = self._open()
@@ -276,13 +281,13 @@ class SqliteStorage:
         prepare_file(self.path)
         return Engine(
             self.path,
-            max_count=self._max_batch,
+            max_count=self.max_batch,
             on_open=self._on_open,
-            busy_budget=self._busy_budget,
+            busy_timeout=self.busy_timeout,
         )
 
     def _on_open(self, conn: sqlite3.Connection) -> None:
-        open_database(conn, synchronous=self._synchronous)
+        open_database(conn, synchronous=self.synchronous)
         self._unlimited_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
         if self._max_size is not None:
             _apply_max_size(conn, self._max_size, self._unlimited_pages)
@@ -325,67 +330,60 @@ class SqliteStorage:
         return self._engine_obj
 
     # -- writes --
-    def enqueue(self, tasks: Sequence[NewTask], now: float) -> list[int]:
+    def enqueue(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
         # One task is one INSERT (and maybe a read): SQLite rolls a failing
         # statement back by itself, so only batches need a savepoint for
         # all-or-nothing.
-        ids: list[int] = self._engine.call(_enqueue, tasks, now, savepoint=len(tasks) > 1)
+        ids: list[tuple[int, bool]] = self._engine.call(
+            _enqueue, tasks, now, savepoint=len(tasks) > 1
+        )
         return ids
 
-    def complete_and_claim(
-        self,
-        completions: Sequence[tuple[Claim, str | None]],
-        now: float,
-        *,
-        worker_id: str,
-        limit: int,
-        task_types: Sequence[str] | None,
-        lease_expires_at: float,
-        token: int,
-        rescue: bool,
-    ) -> tuple[set[int], list[Task]]:
+    def claim(
+        self, request: ClaimRequest, now: float, completions: Sequence[Completion] = ()
+    ) -> tuple[set[Claim], list[Task]]:
         params = {
-            "worker_id": worker_id, "now": now, "lease_expires_at": lease_expires_at,
-            "token": token, "limit": limit,
-            "types": None if task_types is None else json.dumps(list(task_types)),
-            "owner_host": host_id(), "owner_pid": os.getpid(),
+            "worker_id": request.worker_id, "now": now,
+            "lease_expires_at": now + request.lease_seconds, "token": request.token,
+            "limit": request.limit,
+            "types": None if request.task_types is None else json.dumps(list(request.task_types)),
+            "owner_host": request.owner.host, "owner_pid": request.owner.pid,
         }  # fmt: skip
-        # A plain claim is one statement; only completions or a rescue make
-        # the unit several statements that must stand or fall together.
+        # A plain claim is one statement; only completions make the unit
+        # two statements that must stand or fall together.
         recorded, rows = self._engine.call(
-            _complete_and_claim, list(completions), now, params, rescue,
-            savepoint=bool(completions) or rescue,
-        )  # fmt: skip
-        return recorded, _claimed_tasks(rows)
+            _claim, list(completions), now, params, savepoint=bool(completions)
+        )
+        return recorded, claim_order([task_from_row(r) for r in rows])
 
-    def complete(self, claim: Claim, result: str | None, now: float) -> bool:
-        return bool(self._engine.call(_complete, claim, result, now, savepoint=False))
-
-    def complete_many(self, items: Sequence[tuple[Claim, str | None]], now: float) -> set[int]:
-        if not items:
+    def complete(self, completions: Sequence[Completion], now: float) -> set[Claim]:
+        if not completions:
             return set()
-        done: set[int] = self._engine.call(_complete_many, list(items), now, savepoint=False)
+        done: set[Claim] = self._engine.call(_complete, list(completions), now, savepoint=False)
         return done
 
-    def fail(self, claim: Claim, failure: Failure, now: float) -> bool:
+    def fail(self, claim: Claim, failure: FailureRecord, now: float) -> bool:
         return bool(self._engine.call(_fail, claim, failure, now, savepoint=False))
 
-    def release(self, claims: Sequence[Claim]) -> list[int]:
+    def release(self, claims: Sequence[Claim]) -> list[Claim]:
         if not claims:
             return []
-        released: list[int] = self._engine.call(_release, list(claims))
+        released: list[Claim] = self._engine.call(_release, list(claims))
         return released
 
-    def renew(self, claims: Sequence[Claim], lease_expires_at: float) -> set[int]:
+    def renew(self, claims: Sequence[Claim], now: float, lease_seconds: float) -> set[Claim]:
         if not claims:
             return set()
-        renewed: set[int] = self._engine.call(
-            _renew, list(claims), lease_expires_at, savepoint=False
+        renewed: set[Claim] = self._engine.call(
+            _renew, list(claims), now + lease_seconds, savepoint=False
         )
         return renewed
 
-    def rescue(self, now: float, *, dead_owners: bool = True) -> int:
-        return int(self._engine.call(_rescue, now, dead_owners))
+    def rescue(self, rescues: Sequence[Rescue], now: float) -> list[tuple[int, str]]:
+        if not rescues:
+            return []
+        applied: list[tuple[int, str]] = self._engine.call(_rescue, list(rescues), now)
+        return applied
 
     def cancel(self, task_id: int, now: float) -> bool:
         return bool(self._engine.call(_cancel, task_id, now, savepoint=False))
@@ -393,41 +391,52 @@ class SqliteStorage:
     def retry(self, task_id: int, now: float) -> bool:
         return bool(self._engine.call(_retry, task_id, now, savepoint=False))
 
-    def purge(self, statuses: Sequence[str], before: float, chunk: int = 1000) -> int:
-        # Chunked, each chunk its own short transaction: a purge of a
-        # million rows must not hold the write lock for seconds.
-        total = 0
-        for status in statuses:
-            while True:
-                n = int(self._engine.call(_purge, status, before, chunk, savepoint=False))
-                total += n
-                if n < chunk:
-                    break
-        return total
+    def purge(self, statuses: Sequence[str], before: float, limit: int) -> int:
+        chosen = json.dumps(list(statuses))
+        return int(self._engine.call(_purge, chosen, before, limit, savepoint=False))
+
+    def check_writable(self) -> None:
+        self._engine.call(_rows, "probe_write", {}, savepoint=False)
 
     # -- reads --
+    def _read(self, fn: Any, *args: Any) -> Any:
+        return self._engine.call(fn, *args, readonly=True, savepoint=False)
+
     def get(self, task_id: int) -> Task | None:
-        task: Task | None = self._engine.call(_get, task_id, readonly=True, savepoint=False)
+        task: Task | None = self._read(_get, task_id)
         return task
 
     def list_by_status(self, status: str, limit: int) -> list[Task]:
-        tasks: list[Task] = self._engine.call(_list, status, limit, readonly=True, savepoint=False)
+        tasks: list[Task] = self._read(_list, status, limit)
         return tasks
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = self._engine.call(_counts, readonly=True, savepoint=False)
-        return counts
+        rows = self._read(_rows, "counts", {})
+        return {status: int(n) for status, n in rows}
 
     def next_due(self, now: float) -> float | None:
-        value = self._engine.call(_scalar, "next_due", {"now": now}, readonly=True, savepoint=False)
+        value = self._read(_scalar, "next_due", {"now": now})
         return None if value is None else float(value)
 
     def due_by_type(self, now: float) -> dict[str, int]:
-        due: dict[str, int] = self._engine.call(_due_by_type, now, readonly=True, savepoint=False)
-        return due
+        rows = self._read(_rows, "due_by_type", {"now": now})
+        return {task_type: int(n) for task_type, n in rows}
+
+    def expired(self, now: float, *, dead_owners: Sequence[Owner] = ()) -> list[Task]:
+        owners = json.dumps([[o.host, o.pid] for o in dead_owners]) if dead_owners else None
+        tasks: list[Task] = self._read(_expired, now, owners)
+        return tasks
+
+    def claim_owners(self, host: str) -> list[int]:
+        rows = self._read(_rows, "local_owners", {"owner_host": host})
+        return [int(pid) for (pid,) in rows]
 
     def data_version(self) -> int:
-        return int(self._engine.call(_scalar, "data_version", {}, readonly=True, savepoint=False))
+        """``PRAGMA data_version``: changes whenever another connection commits."""
+        return int(self._read(_scalar, "data_version", {}))
+
+    def change_feed(self) -> ChangeFeed:
+        return _DataVersionFeed(self)
 
     def close(self) -> None:
         with self._lock:

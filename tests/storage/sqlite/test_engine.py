@@ -220,7 +220,7 @@ def test_caller_not_answered_while_commit_is_held_up(engine: Engine, path: str) 
 def test_failing_commit_answers_with_an_error_and_nothing_is_written(
     make_engine: Callable[..., Engine], path: str
 ) -> None:
-    engine = make_engine(busy_budget=0.2)
+    engine = make_engine(busy_timeout=0.2)
     reader = other_connection(path)
     try:
         reader.execute("BEGIN")
@@ -419,10 +419,10 @@ def test_write_unit_holds_the_write_lock_before_it_writes(engine: Engine, path: 
 # -- contention from another connection ---------------------------------------------------
 
 
-def test_lock_held_past_the_busy_budget_raises_database_busy(
+def test_lock_held_past_the_busy_timeout_raises_database_busy(
     make_engine: Callable[..., Engine], path: str
 ) -> None:
-    engine = make_engine(busy_budget=0.3)
+    engine = make_engine(busy_timeout=0.3)
     holder = other_connection(path)
     try:
         holder.execute("BEGIN IMMEDIATE")
@@ -439,7 +439,7 @@ def test_lock_held_past_the_busy_budget_raises_database_busy(
 def test_shorter_lock_hold_is_retried_transparently(
     make_engine: Callable[..., Engine], path: str
 ) -> None:
-    engine = make_engine(busy_budget=20.0)
+    engine = make_engine(busy_timeout=20.0)
     holder = other_connection(path)
     try:
         holder.execute("BEGIN IMMEDIATE")

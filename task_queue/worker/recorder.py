@@ -1,20 +1,21 @@
-"""Writes a Worker's task outcomes, in batches, from a thread of its own.
+"""The recorder: writes a Worker's task outcomes, in batches, from a thread
+of its own.
 
 Executors hand an outcome over and go on to the next task at once. This
-thread writes everything handed over since its last write in one call: all
+thread writes everything handed over since its last write in one go: all
 completions in one statement, each failure (rare) on its own. While that
-call waits for its commit, new outcomes pile up for the next one, so the
+write waits for its commit, new outcomes pile up for the next one, so the
 batch grows exactly as fast as the load does and adds no delay when idle.
 
-Nothing is acknowledged to anyone before it is committed. When the write
+Nothing is acknowledged to anyone before it is committed. When a write
 fails for the storage's own reasons (disk full, database busy past the
-budget), the task is not at fault: the outcomes are kept, the claims stay
-renewed by the heartbeat, and the write is retried with backoff until the
-fault clears.
+timeout), the task is not at fault: the outcomes are kept, their claims
+stay renewed by the heartbeat, and the write is retried with backoff until
+the fault clears. One outcome's error never affects another's.
 
-The dispatcher also borrows the waiting completions (:meth:`lend`) to write
-them in the same transaction as its next claim: one commit instead of two
-per batch of short tasks.
+The dispatcher also borrows the waiting completions (:meth:`Recorder.lend`)
+to write them in the same transaction as its next claim: one commit
+instead of two per batch of short tasks.
 """
 
 from __future__ import annotations
@@ -22,34 +23,54 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Iterable
 
-from .errors import StorageError
-from .queue import TaskQueue
-from .storage.base import Claim, Failure
+from ..errors import StorageError, TaskNotFoundError
+from ..queue import TaskQueue
+from ..storage.base import FailureRecord
+from ..task import Claim, Task
 
-LOGGER = logging.getLogger("task_queue.worker")
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(eq=False)
 class Outcome:
-    claim: Claim
-    #: Encoded JSON result of a completion; None for a failure.
+    """A decided outcome of one attempt, waiting to be written."""
+
+    task: Task
+    #: Encoded JSON result of a completion.
     result: str | None = None
     #: Set for a failed attempt.
-    failure: Failure | None = None
+    failure: FailureRecord | None = None
+    #: Seconds the handler ran.
+    duration: float | None = None
 
 
-class OutcomeRecorder:
-    def __init__(
-        self,
-        queue: TaskQueue,
-        name: str,
-        on_failure_recorded: Callable[[], None],
-        max_backoff: float = 5.0,
-    ) -> None:
+def give_back(queue: TaskQueue, tasks: Iterable[Task], why: str, who: str) -> None:
+    """Release claims unfinished (no retry used), logging instead of raising:
+    at shutdown a storage fault must not stop the rest of the shutdown."""
+    items = list(tasks)
+    if not items:
+        return
+    try:
+        released = queue.release_tasks(items)
+    except StorageError as exc:
+        LOGGER.error(
+            "%s: could not give back %d task(s) (%s): they return to pending when "
+            "their lease expires",
+            who,
+            len(items),
+            exc,
+        )
+        return
+    LOGGER.info("%s: gave back %d task(s) (%s)", who, len(released), why)
+
+
+class Recorder:
+    """The outcome-writing thread of one Worker."""
+
+    def __init__(self, queue: TaskQueue, name: str, max_backoff: float = 5.0) -> None:
         self._queue = queue
-        self._on_failure_recorded = on_failure_recorded
         self._max_backoff = max_backoff
         self._cond = threading.Condition()
         self._todo: list[Outcome] = []
@@ -72,7 +93,7 @@ class OutcomeRecorder:
     def held(self) -> list[Claim]:
         """Claims whose outcome is not committed yet (the heartbeat keeps them)."""
         with self._cond:
-            return [o.claim for o in self._todo + self._writing + self._lent]
+            return [o.task.claim for o in self._todo + self._writing + self._lent]
 
     def lend(self) -> list[Outcome]:
         """Take the waiting completions, to be written by the caller; then
@@ -85,11 +106,12 @@ class OutcomeRecorder:
             self._lent.extend(lent)
             return lent
 
-    def settle(self, lent: list[Outcome], recorded: set[int]) -> None:
-        _warn_fenced(lent, recorded)
+    def settle(self, lent: list[Outcome]) -> None:
+        """The borrowed completions were written."""
         self._drop_lent(lent, back=False)
 
     def give_back(self, lent: list[Outcome]) -> None:
+        """The borrowed completions were not written: write them here."""
         self._drop_lent(lent, back=True)
 
     def _drop_lent(self, lent: list[Outcome], *, back: bool) -> None:
@@ -158,26 +180,24 @@ class OutcomeRecorder:
                 self._writing = []
 
     def _write(self, batch: list[Outcome]) -> None:
-        storage = self._queue.storage
-        now = self._queue.clock.time
+        """Write ``batch``, removing from it what is done, so that a retry
+        after a StorageError repeats nothing."""
         completions = [o for o in batch if o.failure is None]
         if completions:
-            recorded = storage.complete_many([(o.claim, o.result) for o in completions], now())
-            _warn_fenced(completions, recorded)
-            # Written: a retry of the failures below must not repeat them.
+            self._queue.complete_many([(o.task, o.result) for o in completions])
             batch[:] = [o for o in batch if o.failure is not None]
         while batch:
-            o = batch[0]
-            assert o.failure is not None
-            if not storage.fail(o.claim, o.failure, now()):
-                LOGGER.warning("failure of task %d not recorded: claim no longer held", o.claim[0])
+            outcome = batch[0]
+            assert outcome.failure is not None
+            try:
+                self._queue.record_failure(outcome.task, outcome.failure)
+            except StorageError:
+                raise  # the database's fault: keep this and the rest, retry
+            except TaskNotFoundError:
+                LOGGER.info(
+                    "failure of task %d not recorded: the task no longer exists (purged)",
+                    outcome.task.id,
+                )
+            except Exception:
+                LOGGER.exception("failure of task %d not recorded", outcome.task.id)
             batch.pop(0)
-            # A retry may be due at once; our own commits do not change
-            # data_version, so tell the dispatcher to look.
-            self._on_failure_recorded()
-
-
-def _warn_fenced(completions: list[Outcome], recorded: set[int]) -> None:
-    for o in completions:
-        if o.claim[0] not in recorded:
-            LOGGER.warning("completion of task %d not recorded: claim no longer held", o.claim[0])

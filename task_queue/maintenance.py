@@ -1,0 +1,149 @@
+"""Maintenance services: the periodic chores that keep a queue healthy.
+
+Each service is one object with ``run_once(now) -> next_at``: do the chore
+once, return when it wants to run again. ``now`` and ``next_at`` are on the
+monotonic clock (intervals inside one process must not jump with the wall
+clock); what a chore compares with stored times uses the queue's clock.
+A Worker's dispatcher runs its services in its :meth:`step`; a hand-driven
+``dequeue()`` loop runs the queue's rescue service the same way. Later
+chores (periodic schedules, retention) are services too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Protocol
+
+from .events import Event, EventKind
+from .owner import host_id, pid_alive
+from .retry import NO_BACKOFF, decide
+from .storage.base import Owner, Rescue
+
+if TYPE_CHECKING:
+    from .queue import TaskQueue
+
+LOGGER = logging.getLogger(__name__)
+
+
+class MaintenanceService(Protocol):
+    """A chore run from time to time."""
+
+    def run_once(self, now: float) -> float:
+        """Do the chore once; return the monotonic time to run it again."""
+        ...
+
+
+class Rescuer:
+    """Gives lost claims up: running tasks whose lease expired (their worker
+    died, hung, or was frozen past it) or whose owner process on this host
+    is gone. A rescued task is pending again at once, the lost attempt
+    counted as a retry, or failed for good once its retries are used up
+    (so a task that kills its worker every time cannot loop forever).
+
+    The decision is :func:`task_queue.retry.decide` on the task as found,
+    with the retry budget stored on the task; the storage records it only
+    if the claim is still the one found, with the same lease (a renewal
+    since then wins)."""
+
+    def __init__(self, queue: TaskQueue) -> None:
+        self._queue = queue
+
+    def rescue(self) -> int:
+        """Rescue what is lost now; returns how many tasks were rescued."""
+        queue = self._queue
+        storage = queue.storage
+        now = queue.clock.time()
+        host = host_id()
+        me = os.getpid()
+        dead = [
+            Owner(host, pid)
+            for pid in storage.claim_owners(host)
+            if pid != me and not pid_alive(pid)
+        ]
+        found = storage.expired(now, dead_owners=dead)
+        if not found:
+            return 0
+        rescues = [
+            Rescue(
+                claim=task.claim,
+                lease_expires_at=task.lease_expires_at,
+                retry_in=decide(task, NO_BACKOFF),
+                error=f"claim lost: worker {task.worker_id or '?'} died or stopped renewing "
+                "its lease",
+            )
+            for task in found
+        ]
+        applied = storage.rescue(rescues, now)
+        if not applied:
+            return 0
+        LOGGER.warning(
+            "rescued %d task(s) whose worker stopped renewing its lease: %s",
+            len(applied),
+            sorted(task_id for task_id, _ in applied),
+        )
+        by_id = {task.id: task for task in found}
+        errors = {r.claim.task_id: r.error for r in rescues}
+        queue.hooks.emit_lazy(
+            lambda: [
+                Event(
+                    EventKind.RESCUED,
+                    task_id,
+                    task=by_id.get(task_id),
+                    at=now,
+                    error=errors.get(task_id),
+                    status=status,
+                )
+                for task_id, status in applied
+            ]
+        )
+        queue.wake_listeners()
+        return len(applied)
+
+
+class RescueService:
+    """Runs the queue's rescue every ``interval`` seconds."""
+
+    def __init__(self, queue: TaskQueue, interval: float) -> None:
+        self._queue = queue
+        self.interval = interval
+        #: Tasks rescued by the last run.
+        self.last_rescued = 0
+
+    def run_once(self, now: float) -> float:
+        self.last_rescued = self._queue.rescue_expired()
+        return now + self.interval
+
+
+class UnhandledReport:
+    """Warns, while a worker is idle, about due tasks of types it has no
+    handler for (they wait for a worker that has one: a deployment that
+    forgot a handler shows here, and in ``pending_by_type()``)."""
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        handled: Callable[[], Collection[str]],
+        idle: Callable[[], bool],
+        interval: float,
+        who: str,
+    ) -> None:
+        self._queue = queue
+        self._handled = handled
+        self._idle = idle
+        self.interval = interval
+        self._who = who
+
+    def run_once(self, now: float) -> float:
+        if not self._idle():
+            return now + min(self.interval, 1.0)  # look again soon, once idle
+        handled = self._handled()
+        missing = {t: n for t, n in self._queue.pending_by_type().items() if t not in handled}
+        if missing:
+            LOGGER.warning(
+                "%s: due tasks wait for handlers this worker does not have: %s",
+                self._who,
+                ", ".join(f"{t!r}: {n}" for t, n in sorted(missing.items())),
+            )
+        return now + self.interval

@@ -1,0 +1,182 @@
+"""TaskSpec: the enqueue fields and their validation, written once.
+
+``TaskQueue.enqueue(...)`` builds one spec from its arguments and
+``enqueue_many(specs)`` one per mapping; each is checked when built (so a
+bad batch raises before anything is written) and encoded into the row the
+storage inserts with :meth:`TaskSpec.encode`. A new enqueue option is a
+field here, a parameter of ``enqueue``, and a column.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .payload import DEFAULT_MAX_BYTES, encode
+from .storage.base import NewTask
+from .task import TaskPriority
+
+# SQLite integers are signed 64-bit.
+_MAX_INT64 = 2**63 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """One task to enqueue, validated on construction (ValueError/TypeError;
+    PayloadError for a payload that is not plain JSON comes at encode)."""
+
+    #: Human-readable label.
+    name: str
+    #: Selects the handler.
+    task_type: str
+    #: JSON-serializable data handed to the handler.
+    payload: Any = None
+    #: A TaskPriority, its int value or its name ("HIGH", "low"...).
+    priority: TaskPriority | int | str = TaskPriority.NORMAL
+    #: When to run: a datetime (naive = local time) or epoch seconds.
+    scheduled_at: dt.datetime | float | None = None
+    #: Retries after the first attempt.
+    max_retries: int = 3
+    #: Run this many seconds (or this timedelta) from now; not with scheduled_at.
+    delay: float | dt.timedelta | None = None
+    #: Seconds an attempt may run.
+    timeout: float | None = None
+    #: Idempotency key: one live (pending or running) task per key.
+    unique_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a string, got {type(self.name).__name__}")
+        _check_text("name", self.name)
+        check_task_type(self.task_type)
+        if self.unique_key is not None:
+            if not isinstance(self.unique_key, str) or not self.unique_key:
+                raise ValueError(
+                    f"unique_key must be a non-empty string or None, got {self.unique_key!r}"
+                )
+            _check_text("unique_key", self.unique_key)
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or not 0 <= self.max_retries <= _MAX_INT64
+        ):
+            raise ValueError(
+                f"max_retries must be an int from 0 to 2**63-1, got {self.max_retries!r}"
+            )
+        if self.timeout is not None and not _positive_number(self.timeout):
+            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        object.__setattr__(self, "priority", parse_priority(self.priority))
+        _due_time(0.0, self.scheduled_at, self.delay)  # validates both
+
+    @classmethod
+    def from_mapping(cls, spec: object, index: int) -> TaskSpec:
+        """The spec for item ``index`` of an enqueue_many() batch; errors name the item."""
+        if not isinstance(spec, Mapping):
+            raise TypeError(f"task #{index} is {type(spec).__name__}, not a mapping")
+        unknown = set(spec) - _FIELDS
+        if unknown:
+            raise TypeError(f"task #{index} has unknown keys: {sorted(map(str, unknown))}")
+        try:
+            return cls(**spec)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"task #{index}: {exc}") from exc
+
+    def encode(self, now: float, max_payload_bytes: int = DEFAULT_MAX_BYTES) -> NewTask:
+        """The row to insert, due times resolved against ``now``."""
+        run_at, scheduled = _due_time(now, self.scheduled_at, self.delay)
+        return NewTask(
+            name=self.name,
+            task_type=self.task_type,
+            payload=encode(self.payload, what="payload", max_bytes=max_payload_bytes),
+            priority=int(self.priority),
+            scheduled_at=scheduled,
+            run_at=run_at,
+            max_retries=self.max_retries,
+            timeout=None if self.timeout is None else float(self.timeout),
+            unique_key=self.unique_key,
+        )
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(TaskSpec))
+
+
+def check_task_type(task_type: object) -> None:
+    """A task type is a non-empty string without NUL (SQLite's JSON
+    functions, which the claim's type filter uses, end strings at a NUL)."""
+    if not isinstance(task_type, str) or not task_type or "\x00" in task_type:
+        raise ValueError(f"task_type must be a non-empty string without NUL, got {task_type!r}")
+    _check_text("task_type", task_type)
+
+
+def parse_priority(value: object) -> TaskPriority:
+    """A TaskPriority from itself, its int value or its name (any case)."""
+    if isinstance(value, bool):
+        raise ValueError(f"unknown priority {value!r}")
+    if isinstance(value, str):
+        try:
+            return TaskPriority[value.upper()]
+        except KeyError:
+            raise ValueError(
+                f"unknown priority {value!r}; expected one of {[p.name for p in TaskPriority]}"
+            ) from None
+    try:
+        return TaskPriority(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"unknown priority {value!r}; expected a TaskPriority "
+            f"({', '.join(f'{p.name}={p.value}' for p in TaskPriority)})"
+        ) from None
+
+
+def check_text(what: str, value: str) -> None:
+    """SQLite stores UTF-8: a lone surrogate would fail deep in the driver
+    with a UnicodeEncodeError; say what is wrong instead."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode text (lone surrogate?): {exc}") from None
+
+
+_check_text = check_text
+
+
+def _positive_number(value: object) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def _due_time(
+    now: float, scheduled_at: dt.datetime | float | None, delay: float | dt.timedelta | None
+) -> tuple[float, float | None]:
+    """(run_at, scheduled_at) as epoch seconds."""
+    if scheduled_at is not None and delay is not None:
+        raise ValueError("give scheduled_at or delay, not both")
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(f"delay must be seconds or a timedelta, got {type(delay).__name__}")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"delay must be a finite number >= 0, got {delay!r}")
+        return now + seconds, now + seconds
+    if scheduled_at is None:
+        return now, None
+    if isinstance(scheduled_at, dt.datetime):
+        # Naive datetimes are local time, as datetime.now() gives them;
+        # timestamp() interprets them that way.
+        when = scheduled_at.timestamp()
+    elif isinstance(scheduled_at, (int, float)) and not isinstance(scheduled_at, bool):
+        when = float(scheduled_at)
+    else:
+        raise TypeError(
+            f"scheduled_at must be a datetime or epoch seconds, got {type(scheduled_at).__name__}"
+        )
+    if not math.isfinite(when):
+        raise ValueError(f"scheduled_at must be finite, got {scheduled_at!r}")
+    return when, when

@@ -1,0 +1,52 @@
+"""Rows to Tasks, in one place for every backend.
+
+Each backend selects the task columns in :data:`TASK_COLUMNS` order and
+hands the row to :func:`task_from_row`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..payload import decode
+from ..task import Task, TaskPriority, TaskStatus
+
+#: The tasks table's columns in table order; rows map to Task by position.
+TASK_COLUMNS = (
+    "id", "name", "task_type", "payload", "priority", "status", "worker_id",
+    "created_at", "scheduled_at", "started_at", "completed_at", "max_retries",
+    "retry_count", "error_message", "result", "attempts", "run_at",
+    "lease_expires_at", "claim_token", "timeout", "unique_key", "error_traceback",
+    "owner_host", "owner_pid",
+)  # fmt: skip
+
+# Dict lookups: calling the Enum classes costs several times more, on the
+# claim path, once per task.
+_PRIORITY = {p.value: p for p in TaskPriority}
+_STATUS = {s.value: s for s in TaskStatus}
+
+
+def task_from_row(row: Sequence[Any]) -> Task:
+    """The Task for one row of TASK_COLUMNS."""
+    (id_, name, task_type, payload, priority, status, worker_id, created_at, scheduled_at,
+     started_at, completed_at, max_retries, retry_count, error_message, result, attempts,
+     run_at, lease_expires_at, claim_token, timeout, unique_key, error_traceback, owner_host,
+     owner_pid) = row  # fmt: skip
+    return Task(
+        id=id_, name=name, task_type=task_type, payload=decode(payload),
+        priority=_PRIORITY[priority], status=_STATUS[status], worker_id=worker_id,
+        created_at=created_at, scheduled_at=scheduled_at, started_at=started_at,
+        completed_at=completed_at, max_retries=max_retries, retry_count=retry_count,
+        error_message=error_message, result=decode(result), attempts=attempts,
+        run_at=run_at, lease_expires_at=lease_expires_at, claim_token=claim_token,
+        timeout=timeout, unique_key=unique_key, error_traceback=error_traceback,
+        owner_host=owner_host, owner_pid=owner_pid,
+    )  # fmt: skip
+
+
+def claim_order(tasks: list[Task]) -> list[Task]:
+    """Tasks in the order they are claimed: highest priority, earliest due,
+    lowest id (RETURNING hands rows back in no particular order)."""
+    tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
+    return tasks

@@ -1,0 +1,252 @@
+"""The dispatcher: claims tasks for idle executors, renews leases, runs the
+maintenance services.
+
+Its body is one step, :meth:`Dispatcher.step`, which does whatever is due
+at ``now`` (monotonic seconds) and returns when it wants to run again; the
+thread just loops over it, sleeping until then or until woken. Tests call
+``step(now)`` directly on a ManualClock, without threads.
+
+What makes it claim: a hint (an enqueue or retry through the same
+TaskQueue, a rescue, a claim that came back full), the change feed saying
+another process committed, a scheduled task falling due, or the sweep (a
+claim at least every second with free capacity, whatever it was told: an
+empty claim changes no page, so its commit costs no fsync).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from ..errors import StorageError
+from ..events import Event, EventKind
+from ..maintenance import MaintenanceService
+from ..queue import TaskQueue
+from ..registry import HandlerRegistry
+from ..task import Claim
+from .ledger import InFlight
+from .options import WorkerOptions
+from .recorder import Recorder, give_back
+
+LOGGER = logging.getLogger(__name__)
+
+# Safety net under the wake-ups and hints (see the module docstring).
+SWEEP_INTERVAL = 1.0
+
+
+class Dispatcher:
+    """Claim sizing, prefetch, heartbeat, polling and maintenance for one Worker."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        worker_id: str,
+        queue: TaskQueue,
+        handlers: HandlerRegistry,
+        options: WorkerOptions,
+        ledger: InFlight,
+        recorder: Recorder,
+        services: Sequence[MaintenanceService],
+    ) -> None:
+        self._name = name
+        self._worker_id = worker_id
+        self._queue = queue
+        self._handlers = handlers
+        self._options = options
+        self._ledger = ledger
+        self._recorder = recorder
+        self._services = list(services)
+        self._monotonic = queue.clock.monotonic
+        self._wake = threading.Event()
+        self._feed = queue.change_feed()
+        self._maybe_more = True
+        now = self._monotonic()
+        self._heartbeat_every = options.heartbeat(queue.lease_seconds)
+        self._next_heartbeat = now + self._heartbeat_every
+        self._next_service = [now] * len(self._services)
+        self._next_poll = now
+        self._next_sweep = now
+        self._next_due: float | None = None  # epoch seconds
+        self._backoff = 0.0
+
+    # -- signals from other threads -------------------------------------------
+    def hint(self) -> None:
+        """There may be tasks to claim (an enqueue, a retry, a rescue)."""
+        self._maybe_more = True
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Run a step now (room for more tasks, or stopping)."""
+        self._wake.set()
+
+    def room(self) -> None:
+        """An executor took or finished a task: claim more if it is time to."""
+        if self.claim_size() > 0:
+            self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------
+    def run(self, finished: threading.Event) -> None:
+        """The dispatcher thread: step until ``finished``."""
+        while not finished.is_set():
+            self._wake.clear()
+            try:
+                next_at = self.step(self._monotonic())
+            except Exception:  # pragma: no cover - keep the dispatcher alive
+                LOGGER.exception("%s: dispatcher error", self._name)
+                next_at = self._monotonic() + 1.0
+            self._wake.wait(max(0.0, next_at - self._monotonic()))
+
+    def step(self, now: float) -> float:
+        """Do what is due at ``now`` (monotonic); return when to step again.
+
+        Storage errors are waited out with backoff (up to 5 s): a worker
+        never fails a task because its own bookkeeping could not be written.
+        """
+        try:
+            next_at = self._step(now)
+        except StorageError as exc:
+            self._backoff = min(5.0, max(0.05, self._backoff * 2))
+            LOGGER.warning(
+                "%s: storage error, retrying in %.2fs: %s", self._name, self._backoff, exc
+            )
+            return now + self._backoff
+        self._backoff = 0.0
+        return next_at
+
+    def _step(self, now: float) -> float:
+        if now >= self._next_heartbeat:
+            self.heartbeat()
+            self._next_heartbeat = now + self._heartbeat_every
+        if self._ledger.stopping:
+            return now + 0.05  # only heartbeats while the drain runs
+        for index, service in enumerate(self._services):
+            if now >= self._next_service[index]:
+                self._next_service[index] = service.run_once(now)
+        if now >= self._next_poll:
+            if self._feed.changed():
+                self._maybe_more = True
+            self._next_poll = now + self._options.poll_interval
+        if self._next_due is not None and self._queue.clock.time() >= self._next_due:
+            self._maybe_more = True
+            self._next_due = None
+        free = self.claim_size()
+        if free > 0 and (self._maybe_more or now >= self._next_sweep):
+            # Consume the hint before claiming: a hint that arrives while
+            # the claim runs (a retry recorded, an enqueue) must survive
+            # it, or the task waits for no one.
+            self._maybe_more = False
+            self._next_sweep = now + SWEEP_INTERVAL
+            try:
+                got = self._claim(free)
+            except StorageError:
+                self._maybe_more = True
+                raise
+            if got == free:
+                self._maybe_more = True  # there may be more
+            else:
+                self._next_due = self._queue.next_due()
+            return now  # re-evaluate at once
+        next_at = min(self._next_poll, self._next_heartbeat, self._next_sweep, *self._next_service)
+        if self._next_due is not None:
+            next_at = min(next_at, now + (self._next_due - self._queue.clock.time()))
+        return next_at
+
+    # -- claiming ----------------------------------------------------------------
+    def capacity(self) -> int:
+        """Threads plus prefetch: how many tasks this worker holds at most.
+
+        Adaptive unless set: short tasks are claimed well ahead (a batch per
+        commit is what makes throughput), long ones not at all (a prefetched
+        task would wait behind a long one while another worker idles).
+        """
+        concurrency = self._options.concurrency
+        if self._options.prefetch is not None:
+            return concurrency + self._options.prefetch
+        # Roughly: hold at most ~0.1-0.2 s of work per thread beyond the
+        # running task, and nothing extra for tasks of a second or more.
+        avg = self._ledger.avg_duration
+        if avg is None:
+            # Unknown yet: claim no further ahead than the free threads, so
+            # a first batch of long tasks does not wait behind each other
+            # while another worker idles.
+            extra = 0
+        elif avg >= 1.0:
+            extra = 0
+        elif avg >= 0.01:
+            extra = concurrency
+        elif avg >= 0.001:
+            extra = 4 * concurrency
+        else:
+            extra = 16 * concurrency
+        return concurrency + extra
+
+    def claim_size(self) -> int:
+        """How many tasks to claim now (0: not yet)."""
+        capacity = self.capacity()
+        buffered = self._ledger.buffered
+        free = capacity - buffered - self._ledger.running
+        # Claim in batches once the buffer runs low, but never leave an
+        # executor idle while tasks could be claimed.
+        if free <= 0:
+            return 0
+        if buffered == 0 or free >= max(1, capacity // 2):
+            return free
+        return 0
+
+    def _claim(self, limit: int) -> int:
+        types = list(self._handlers)
+        if not types:
+            return limit  # nothing to claim; don't spin
+        before = self._monotonic()
+        # Completions waiting to be written ride along with the claim: one
+        # commit for both (the recorder writes whatever is not taken).
+        lent = self._recorder.lend()
+        try:
+            tasks = self._queue.complete_and_claim(
+                [(o.task, o.result) for o in lent], limit, worker_id=self._worker_id,
+                task_types=types,
+            )  # fmt: skip
+        except BaseException:
+            self._recorder.give_back(lent)
+            raise
+        self._recorder.settle(lent)
+        if tasks:
+            late = self._ledger.offer(tasks, before + self._queue.lease_seconds)
+            give_back(self._queue, late, "claimed during stop", self._name)
+        return len(tasks)
+
+    # -- heartbeat ---------------------------------------------------------------
+    def heartbeat(self) -> None:
+        """Renew the leases of every claim held (buffered, running, and
+        outcomes not yet committed); flag the handlers of lost ones."""
+        claims = self._ledger.held() + self._recorder.held()
+        if not claims:
+            return
+        before = self._monotonic()
+        renewed = self._queue.renew(claims)
+        self._ledger.renewed(renewed, before + self._queue.lease_seconds)
+        not_renewed = {c for c in claims if c not in renewed}
+        if not_renewed:
+            self._lost(not_renewed)
+
+    def _lost(self, not_renewed: set[Claim]) -> None:
+        attempts, dropped = self._ledger.lose(not_renewed)
+        lost = sorted({t.id for t in dropped} | {a.task.id for a in attempts})
+        now = self._queue.clock.time()
+        for attempt in attempts:
+            status = self._queue.get_task(attempt.task.id)
+            cancelled = status is not None and status.status == "cancelled"
+            attempt.ctx.cancel("cancelled" if cancelled else "lost")
+        if not lost:
+            return
+        LOGGER.warning(
+            "%s: %d claim(s) no longer held (cancelled or rescued): %s", self._name, len(lost), lost
+        )
+        self._queue.hooks.emit_lazy(
+            lambda: [
+                Event(EventKind.LEASE_LOST, t.id, task=t, worker=self._name, at=now)
+                for t in dropped + [a.task for a in attempts]
+            ]
+        )
