@@ -1,11 +1,11 @@
-"""The demo from seed.md's "Expected Output", on the real library.
+"""The demo from the seed API's "Expected Output", on the real library.
 
 Eight tasks go into a fresh queue, three workers (Worker-1..3) process them,
 and the demo prints what happens as it happens:
 
 * #1, #2 are HIGH priority and start first; #3..#5 (NORMAL) next; #7 (LOW) last;
 * #8 "Scheduled cleanup" is scheduled two seconds ahead and runs when it is due;
-* #6 "Daily cleanup" is scheduled an hour ahead (seed.md's scheduled-task
+* #6 "Daily cleanup" is scheduled an hour ahead (the seed API's scheduled-task
   example), so it is still pending when the demo ends: 7 completed, 1 pending.
 
 Every "completed" line is printed only once the completion is committed to
@@ -78,7 +78,7 @@ def announced(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 # -- handlers: fn(payload) -> JSON-serializable result ------------------------
 # Registered with the @handler decorator or straight into TASK_HANDLERS, as in
-# seed.md. Make real handlers idempotent: delivery is at least once.
+# the seed API. Make real handlers idempotent: delivery is at least once.
 
 
 @handler("send_email")
@@ -149,7 +149,7 @@ def enqueue_tasks(queue: TaskQueue) -> list[int]:
                 priority=TaskPriority.NORMAL,
             )
         )
-    # seed.md's "Scheduled Tasks" example: an hour from now, so it is still
+    # the seed API's "Scheduled Tasks" example: an hour from now, so it is still
     # pending when the demo ends.
     ids.append(
         add("Daily cleanup", "cleanup", scheduled_at=dt.datetime.now() + dt.timedelta(hours=1))

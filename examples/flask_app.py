@@ -1,7 +1,8 @@
 """Flask integration: enqueue from a request, Worker threads in the same process.
 
     pip install flask            # or: pip install -e '.[examples]'
-    python examples/flask_app.py            # http://127.0.0.1:5000, queue file webapp.db
+    python examples/flask_app.py               # http://127.0.0.1:5000, a temporary queue file
+    python examples/flask_app.py --db web.db   # or a file of your own, kept
 
     curl -X POST localhost:5000/signup -H 'Content-Type: application/json' \\
          -d '{"email": "ada@example.com"}'
@@ -29,8 +30,10 @@ from __future__ import annotations
 import argparse
 import atexit
 import logging
+import os
 import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -68,7 +71,7 @@ def task_json(task: Task) -> dict[str, Any]:
     }
 
 
-def create_app(db_path: str = "webapp.db", *, concurrency: int = 4) -> Flask:
+def create_app(db_path: str, *, concurrency: int = 4) -> Flask:
     app = Flask(__name__)
     queue = TaskQueue(db_path)
     worker = Worker(queue, handlers, concurrency=concurrency, name="web-worker")
@@ -114,11 +117,17 @@ def create_app(db_path: str = "webapp.db", *, concurrency: int = 4) -> Flask:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="task_queue + Flask example")
-    parser.add_argument("--db", default="webapp.db", help="queue file (default: webapp.db)")
+    parser.add_argument("--db", help="queue file (default: a temporary one, removed at exit)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.db is None:
+        # Like every example: a temporary database unless told otherwise.
+        tmp = tempfile.TemporaryDirectory(prefix="task-queue-flask-")
+        atexit.register(tmp.cleanup)  # registered first, so it runs after shutdown()
+        args.db = os.path.join(tmp.name, "webapp.db")
+    print(f"queue file: {args.db}", flush=True)
     app = create_app(args.db)
     # SIGTERM (systemd, Docker) exits through atexit, so the Worker drains;
     # Ctrl-C (KeyboardInterrupt) does too.

@@ -13,6 +13,8 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    """A source of wall-clock and monotonic time."""
+
     def time(self) -> float:
         """UTC epoch seconds, as stored in the database."""
         ...
@@ -23,10 +25,14 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The real clocks: ``time.time()`` and ``time.monotonic()``."""
+
     def time(self) -> float:
+        """UTC epoch seconds."""
         return time.time()
 
     def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards."""
         return time.monotonic()
 
 
@@ -34,16 +40,20 @@ class ManualClock:
     """A clock that moves only when told to; for tests and simulations."""
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
+        """``start``: the epoch time it shows first (its monotonic time starts at 0)."""
         self._now = start
         self._mono = 0.0
 
     def time(self) -> float:
+        """The wall-clock time it was moved to."""
         return self._now
 
     def monotonic(self) -> float:
+        """Seconds it was moved forward in all."""
         return self._mono
 
     def advance(self, seconds: float) -> None:
+        """Move both the wall clock and the monotonic clock forward."""
         self._now += seconds
         self._mono += seconds
 

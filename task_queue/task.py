@@ -122,6 +122,7 @@ class Task:
         return key in _FIELD_NAMES
 
     def keys(self) -> tuple[str, ...]:
+        """The field names, as a dict's keys."""
         return _FIELD_NAMES
 
     def __iter__(self) -> Iterator[str]:
@@ -129,9 +130,11 @@ class Task:
         return iter(_FIELD_NAMES)
 
     def get(self, key: str, default: Any = None) -> Any:
+        """The field ``key``, or ``default`` if there is no such field."""
         return getattr(self, key) if key in _FIELD_NAMES else default
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, as a new dict."""
         return {name: getattr(self, name) for name in _FIELD_NAMES}
 
 

@@ -105,7 +105,7 @@ def test_cancel_running_task(cq: TaskQueue, mode: str, caplog: pytest.LogCapture
 
 
 def test_late_completion_after_cancel_without_worker(cq: TaskQueue) -> None:
-    """seed.md style: dequeue, get cancelled meanwhile, complete_task() -> False."""
+    """The seed API's style: dequeue, get cancelled meanwhile, complete_task() -> False."""
     tid = cq.enqueue("t", "plain")
     task = cq.dequeue()
     assert task is not None and task.id == tid

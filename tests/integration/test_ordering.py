@@ -84,7 +84,7 @@ def test_a_retried_task_queues_by_its_new_due_time(clock: ManualClock, db_path: 
 def test_naive_scheduled_at_is_local_time(clock: ManualClock, clocked_queue: TaskQueue) -> None:
     q = clocked_queue
     now = clock.time()
-    # seed.md: datetime.now() + timedelta(hours=1) -- naive local time.
+    # The seed API: datetime.now() + timedelta(hours=1) -- naive local time.
     when = dt.datetime.fromtimestamp(now) + dt.timedelta(hours=1)
     task_id = q.enqueue(name="Daily cleanup", task_type="cleanup", scheduled_at=when)
     task = q.get_task(task_id)

@@ -511,7 +511,9 @@ def test_get_queue_stats_has_every_status_with_zeros(queue: TaskQueue) -> None:
     queue.cancel_task(ids[-1])
     stats = queue.get_queue_stats()
     assert stats == {"pending": 2, "running": 1, "completed": 1, "failed": 1, "cancelled": 1}
-    assert stats[TaskStatus.PENDING] == 2  # TaskStatus is a str: seed.md's stats['pending'] too
+    assert (
+        stats[TaskStatus.PENDING] == 2
+    )  # TaskStatus is a str: the seed API's stats['pending'] too
 
 
 def test_get_tasks_by_status_newest_first_with_limit(queue: TaskQueue) -> None:

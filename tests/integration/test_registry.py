@@ -1,4 +1,4 @@
-"""Handler registries: seed.md's TASK_HANDLERS[...] = fn, @handler, explicit registries."""
+"""Handler registries: the seed API's TASK_HANDLERS[...] = fn, @handler, explicit registries."""
 
 from __future__ import annotations
 

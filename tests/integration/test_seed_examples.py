@@ -1,5 +1,6 @@
-"""seed.md's usage examples, run as written (only the file path, the worker
-loop's exit condition and the handlers' bodies are ours)."""
+"""The seed API's usage examples (README, "Where it comes from"), run as
+written (only the file path, the worker loop's exit condition and the
+handlers' bodies are ours)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def test_seed_md_examples_run_as_written(tmp_path: Any, seed_handlers: None) -> 
         while True:
             task = queue.dequeue()
             if not task:
-                return  # seed.md loops forever; a test must end
+                return  # the seed's loop runs forever; a test must end
             try:
                 result = process_task(task)
                 queue.complete_task(task["id"], result)

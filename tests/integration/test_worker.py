@@ -117,7 +117,7 @@ def test_invalid_arguments(fast_queue: TaskQueue) -> None:
 def test_default_registry_is_task_handlers(
     fast_queue: TaskQueue, make_worker: MakeWorker, default_handlers: HandlerRegistry
 ) -> None:
-    # seed.md: TASK_HANDLERS['custom_task'] = custom_handler
+    # The seed API: TASK_HANDLERS['custom_task'] = custom_handler
     def custom_handler(payload: dict[str, Any]) -> dict[str, Any]:
         return {"success": True, "data": payload["n"] * 2}
 

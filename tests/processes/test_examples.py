@@ -38,7 +38,7 @@ def run_example(*args: str, timeout: float = 60.0) -> subprocess.CompletedProces
     )
 
 
-def lines_matching(pattern: str, text: str) -> list[str]:
+def lines_matching(pattern: str, text: str) -> list[Any]:
     return re.findall(pattern, text, flags=re.MULTILINE)
 
 
@@ -245,3 +245,38 @@ def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_same_tests() 
     assert "pip install --quiet -e '.[test]'" in ci
     assert '"$venv/bin/python" -m pytest\n' in ci  # the README's command: every test
     assert os.access(EXAMPLES.parent / ".ci" / "run", os.X_OK)
+
+
+def test_flask_app_run_as_a_user_writes_nothing_into_the_current_directory(
+    tmp_path: Path,
+) -> None:
+    """Regression: it created webapp.db in the current directory, though the
+    README says the examples use a temporary database unless given --db."""
+    pytest.importorskip("flask")
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "flask_app.py"), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env=run_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("queue file: "), first
+        assert str(tmp_path) not in first
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_readme_examples_table_commands_work_after_the_setup_commands() -> None:
+    """Regression: the table said `python examples/demo.py`, which fails
+    after the set-up commands (no virtualenv is active)."""
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### Examples", 1)[1].split("\n\n", 2)[1]
+    commands = re.findall(r"^\| `([^`]+)`", table, re.MULTILINE)
+    assert commands, table
+    assert all(c.startswith(".venv/bin/python examples/") for c in commands), commands

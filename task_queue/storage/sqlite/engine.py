@@ -50,7 +50,7 @@ from sqlite_worker import SqliteWorker  # type: ignore[import-untyped]
 from ...errors import QueueClosedError, StorageError
 from .errors import is_busy, is_transaction_fatal, translate
 
-LOGGER = logging.getLogger("task_queue.storage")
+LOGGER = logging.getLogger(__name__)
 
 UnitFn = Callable[..., Any]
 
