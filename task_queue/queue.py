@@ -21,6 +21,7 @@ import traceback as tb
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .checks import check_text, is_non_negative, is_positive
 from .claims import ClaimBook
 from .clock import SYSTEM_CLOCK, Clock
 from .context import current_task
@@ -31,7 +32,7 @@ from .notify import Listeners, Wakeable
 from .owner import host_id
 from .payload import DEFAULT_MAX_BYTES, encode
 from .retry import RetryPolicy, decide
-from .spec import TaskSpec, check_text
+from .spec import TaskSpec
 from .storage.base import ChangeFeed, ClaimRequest, Completion, FailureRecord, Owner, Storage
 from .storage.sqlite import SqliteStorage
 from .task import Claim, Task, TaskPriority, TaskStatus
@@ -90,12 +91,10 @@ class TaskQueue:
             SQLite options are not used).
         hooks: called with every :class:`~task_queue.events.Event`.
         """
-        if not (isinstance(lease_seconds, (int, float)) and lease_seconds > 0):
-            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds!r}")
-        if not math.isfinite(lease_seconds):
-            raise ValueError(f"lease_seconds must be finite, got {lease_seconds!r}")
-        if not (isinstance(rescue_interval, (int, float)) and rescue_interval >= 0):
-            raise ValueError(f"rescue_interval must be >= 0, got {rescue_interval!r}")
+        if not is_positive(lease_seconds):
+            raise ValueError(f"lease_seconds must be a finite number > 0, got {lease_seconds!r}")
+        if not is_non_negative(rescue_interval):
+            raise ValueError(f"rescue_interval must be >= 0 seconds, got {rescue_interval!r}")
         self.path = os.fspath(path)
         #: Seconds a claim lasts without renewal.
         self.lease_seconds = float(lease_seconds)
@@ -581,12 +580,7 @@ class TaskQueue:
         tasks it was asked to and is safe to run again.
         """
         seconds = older_than.total_seconds() if isinstance(older_than, dt.timedelta) else older_than
-        if (
-            isinstance(seconds, bool)
-            or not isinstance(seconds, (int, float))
-            or not math.isfinite(seconds)
-            or seconds < 0
-        ):
+        if not (is_non_negative(seconds) and math.isfinite(seconds)):
             raise ValueError(
                 f"older_than must be a finite number of seconds >= 0, got {older_than!r}"
             )

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from .checks import check_text, is_positive
 from .payload import DEFAULT_MAX_BYTES, encode
 from .storage.base import NewTask
 from .task import TaskPriority
@@ -50,14 +51,14 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
             raise TypeError(f"name must be a string, got {type(self.name).__name__}")
-        _check_text("name", self.name)
+        check_text("name", self.name)
         check_task_type(self.task_type)
         if self.unique_key is not None:
             if not isinstance(self.unique_key, str) or not self.unique_key:
                 raise ValueError(
                     f"unique_key must be a non-empty string or None, got {self.unique_key!r}"
                 )
-            _check_text("unique_key", self.unique_key)
+            check_text("unique_key", self.unique_key)
         if (
             isinstance(self.max_retries, bool)
             or not isinstance(self.max_retries, int)
@@ -66,7 +67,7 @@ class TaskSpec:
             raise ValueError(
                 f"max_retries must be an int from 0 to 2**63-1, got {self.max_retries!r}"
             )
-        if self.timeout is not None and not _positive_number(self.timeout):
+        if self.timeout is not None and not is_positive(self.timeout):
             raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         object.__setattr__(self, "priority", parse_priority(self.priority))
         _due_time(0.0, self.scheduled_at, self.delay)  # validates both
@@ -108,7 +109,7 @@ def check_task_type(task_type: object) -> None:
     functions, which the claim's type filter uses, end strings at a NUL)."""
     if not isinstance(task_type, str) or not task_type or "\x00" in task_type:
         raise ValueError(f"task_type must be a non-empty string without NUL, got {task_type!r}")
-    _check_text("task_type", task_type)
+    check_text("task_type", task_type)
 
 
 def parse_priority(value: object) -> TaskPriority:
@@ -129,27 +130,6 @@ def parse_priority(value: object) -> TaskPriority:
             f"unknown priority {value!r}; expected a TaskPriority "
             f"({', '.join(f'{p.name}={p.value}' for p in TaskPriority)})"
         ) from None
-
-
-def check_text(what: str, value: str) -> None:
-    """SQLite stores UTF-8: a lone surrogate would fail deep in the driver
-    with a UnicodeEncodeError; say what is wrong instead."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(f"{what} is not valid Unicode text (lone surrogate?): {exc}") from None
-
-
-_check_text = check_text
-
-
-def _positive_number(value: object) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(value)
-        and value > 0
-    )
 
 
 def _due_time(

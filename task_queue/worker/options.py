@@ -7,7 +7,8 @@ command line builds the same type from its flags.
 from __future__ import annotations
 
 import dataclasses
-import math
+
+from ..checks import is_non_negative, is_positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,7 @@ class WorkerOptions:
             raise ValueError(f"concurrency must be an int >= 1, got {c!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
-        if not _positive(self.poll_interval):
+        if not is_positive(self.poll_interval):
             raise ValueError(f"poll_interval must be > 0 seconds, got {self.poll_interval!r}")
         p = self.prefetch
         if p is not None and (isinstance(p, bool) or not isinstance(p, int)):
@@ -53,15 +54,15 @@ class WorkerOptions:
             object.__setattr__(self, "prefetch", 0)
         for field in ("heartbeat_interval", "rescue_interval"):
             value = getattr(self, field)
-            if value is not None and not _positive(value):
+            if value is not None and not is_positive(value):
                 raise ValueError(f"{field} must be > 0 seconds or None, got {value!r}")
-        if self.drain_timeout is not None and not _non_negative(self.drain_timeout):
+        if self.drain_timeout is not None and not is_non_negative(self.drain_timeout):
             raise ValueError(
                 f"drain_timeout must be >= 0 seconds or None, got {self.drain_timeout!r}"
             )
-        if not _non_negative(self.timeout_grace):
+        if not is_non_negative(self.timeout_grace):
             raise ValueError(f"timeout_grace must be >= 0 seconds, got {self.timeout_grace!r}")
-        if not _positive(self.idle_report_interval):
+        if not is_positive(self.idle_report_interval):
             raise ValueError(
                 f"idle_report_interval must be > 0 seconds, got {self.idle_report_interval!r}"
             )
@@ -73,21 +74,3 @@ class WorkerOptions:
     def rescue(self, lease_seconds: float) -> float:
         """The rescue interval for a queue with this lease."""
         return self.rescue_interval or min(max(lease_seconds / 4, 0.05), 5.0)
-
-
-def _positive(value: object) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and math.isfinite(value)
-        and value > 0
-    )
-
-
-def _non_negative(value: object) -> bool:
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, (int, float))
-        and not math.isnan(value)
-        and value >= 0
-    )

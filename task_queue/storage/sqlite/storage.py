@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ...checks import is_non_negative
 from ...errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
 from ...task import Claim, Task
 from ..base import ChangeFeed, ClaimRequest, Completion, FailureRecord, NewTask, Owner, Rescue
@@ -257,12 +258,7 @@ class SqliteStorage:
     ) -> None:
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
-        if (
-            isinstance(busy_timeout, bool)
-            or not isinstance(busy_timeout, (int, float))
-            or not math.isfinite(busy_timeout)
-            or busy_timeout < 0
-        ):
+        if not (is_non_negative(busy_timeout) and math.isfinite(busy_timeout)):
             raise ValueError(f"busy_timeout must be a finite number >= 0, got {busy_timeout!r}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
