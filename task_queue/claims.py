@@ -22,7 +22,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
-from .errors import StorageError
+from .errors import QueueClosedError, StorageError
 from .task import Claim, Task
 
 LOGGER = logging.getLogger(__name__)
@@ -43,7 +43,9 @@ class ClaimBook:
         self._reset()
 
     def _reset(self) -> None:
-        self._cond = threading.Condition()
+        # Re-entrant: a signal handler may call dequeue() while this thread
+        # is inside the book already.
+        self._cond = threading.Condition(threading.RLock())
         self._local = threading.local()
         # id -> token -> Task: every live claim this object took and remembers.
         self._held: dict[int, dict[int, Task]] = {}
@@ -153,6 +155,10 @@ class ClaimBook:
                 claims = [task.claim for task in self._held_tasks()]
             try:
                 renewed = self._renew(claims)
+            except QueueClosedError:
+                with self._cond:
+                    self._thread = None
+                return
             except StorageError as exc:
                 LOGGER.warning("renewing %d claim(s) failed (retrying): %s", len(claims), exc)
                 continue

@@ -57,5 +57,37 @@ class ManualClock:
         self._now += seconds
         self._mono += seconds
 
+    def jump(self, seconds: float) -> None:
+        """Move the wall clock only (forward or back), as an operator or an
+        NTP step does; the monotonic clock does not move."""
+        self._now += seconds
+
+
+class JumpDetector:
+    """Notices the wall clock being set: between two looks, wall and
+    monotonic time should advance alike, and a difference beyond
+    ``tolerance`` seconds (reading two clocks is not atomic) is a jump.
+
+    Leases are wall-clock times shared between processes, so a forward
+    jump makes live workers' leases look expired. A worker that notices a
+    jump renews at once; a rescuer that notices one holds off for a while
+    so that live workers can (README, "Clocks").
+    """
+
+    def __init__(self, clock: Clock, tolerance: float = 0.25) -> None:
+        self._clock = clock
+        self._tolerance = tolerance
+        self._last: tuple[float, float] | None = None
+
+    def jumped(self) -> float:
+        """Seconds the wall clock jumped since the last call (0.0: none;
+        negative: backwards). The first call only takes a reading."""
+        wall, mono = self._clock.time(), self._clock.monotonic()
+        last, self._last = self._last, (wall, mono)
+        if last is None:
+            return 0.0
+        jump = (wall - last[0]) - (mono - last[1])
+        return jump if abs(jump) > self._tolerance else 0.0
+
 
 SYSTEM_CLOCK = SystemClock()

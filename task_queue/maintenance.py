@@ -12,10 +12,12 @@ chores (periodic schedules, retention) are services too.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Protocol
 
+from .clock import JumpDetector
 from .events import Event, EventKind
 from .owner import host_id, pid_alive
 from .retry import NO_BACKOFF, decide
@@ -49,10 +51,14 @@ class Rescuer:
 
     def __init__(self, queue: TaskQueue) -> None:
         self._queue = queue
+        self._jumps = JumpDetector(queue.clock)
+        self._hold_until = -math.inf  # monotonic
 
     def rescue(self) -> int:
         """Rescue what is lost now; returns how many tasks were rescued."""
         queue = self._queue
+        if self._held_off():
+            return 0
         storage = queue.storage
         now = queue.clock.time()
         host = host_id()
@@ -100,6 +106,25 @@ class Rescuer:
         )
         queue.wake_listeners()
         return len(applied)
+
+
+    def _held_off(self) -> bool:
+        """After a forward jump of the wall clock every live lease looks
+        expired: hold off for half a lease. Every live holder renews within
+        a heartbeat interval (lease / 3 by default) of the jump, and a
+        Worker renews at once when it notices the jump itself."""
+        jump = self._jumps.jumped()
+        mono = self._queue.clock.monotonic()
+        if jump > 0:
+            hold = self._queue.lease_seconds / 2
+            self._hold_until = mono + hold
+            LOGGER.warning(
+                "the wall clock jumped %.1fs forward: rescue waits %.1fs for live workers "
+                "to renew their leases",
+                jump,
+                hold,
+            )
+        return mono < self._hold_until
 
 
 class RescueService:

@@ -43,3 +43,32 @@ class Listeners:
         # enqueues while this thread notifies cannot deadlock on it.
         for listener in self._listeners:
             listener.set()
+
+
+class Wakeup:
+    """A ``threading.Event`` whose ``set()`` may be called again while the
+    same thread is inside it: a signal handler that enqueues (waking every
+    listener) can interrupt the main thread mid-``set()``, and Event's
+    non-reentrant lock would deadlock there."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.RLock())
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with self._cond:
+            self._flag = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            if not self._flag:
+                self._cond.wait(timeout)
+            return self._flag

@@ -18,7 +18,7 @@ import secrets
 import socket
 import sys
 import traceback as tb
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .checks import check_text, is_non_negative, is_positive
@@ -569,15 +569,21 @@ class TaskQueue:
         self,
         older_than: float | dt.timedelta,
         statuses: Iterable[TaskStatus | str] = (TaskStatus.COMPLETED, TaskStatus.CANCELLED),
+        *,
+        on_progress: Callable[[int], None] | None = None,
     ) -> int:
         """Delete finished tasks that finished more than ``older_than`` ago;
         returns how many.
 
-        Failed tasks (the dead-letter set) are kept unless asked for. The
-        rows go in transactions of 1,000, so a purge of millions never
-        holds the write lock for long: each chunk is atomic, and a purge
-        that fails part-way (DatabaseBusyError...) deleted only finished
-        tasks it was asked to and is safe to run again.
+        statuses: which finished statuses (one, or a collection); failed
+            tasks (the dead-letter set) are kept unless asked for.
+        on_progress: called with the number deleted so far after each batch.
+
+        Unlike the other calls this is not one transaction: the rows go in
+        batches of 1,000, each atomic, so a purge of millions never holds
+        the write lock for long. A purge that fails part-way
+        (DatabaseBusyError...) has deleted only tasks it was asked to, and
+        is safe to run again.
         """
         seconds = older_than.total_seconds() if isinstance(older_than, dt.timedelta) else older_than
         if not (is_non_negative(seconds) and math.isfinite(seconds)):
@@ -596,6 +602,8 @@ class TaskQueue:
         while True:
             deleted = self.storage.purge(values, before, _PURGE_CHUNK)
             total += deleted
+            if on_progress is not None:
+                on_progress(total)
             if deleted < _PURGE_CHUNK:
                 return total
 

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from ..errors import StorageError
+from ..clock import JumpDetector
+from ..errors import QueueClosedError, StorageError
 from ..events import Event, EventKind
 from ..maintenance import MaintenanceService
+from ..notify import Wakeup
 from ..queue import TaskQueue
 from ..registry import HandlerRegistry
 from ..task import Claim
@@ -49,8 +51,13 @@ class Dispatcher:
         ledger: InFlight,
         recorder: Recorder,
         services: Sequence[MaintenanceService],
+        on_closed: Callable[[], None],
     ) -> None:
+        """``on_closed()`` is called once if the TaskQueue turns out closed
+        (nothing can be claimed or renewed any more: the worker must stop)."""
         self._name = name
+        self._on_closed = on_closed
+        self._closed = False
         self._worker_id = worker_id
         self._queue = queue
         self._handlers = handlers
@@ -59,8 +66,9 @@ class Dispatcher:
         self._recorder = recorder
         self._services = list(services)
         self._monotonic = queue.clock.monotonic
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._feed = queue.change_feed()
+        self._jumps = JumpDetector(queue.clock)
         self._maybe_more = True
         now = self._monotonic()
         self._heartbeat_every = options.heartbeat(queue.lease_seconds)
@@ -104,8 +112,15 @@ class Dispatcher:
         Storage errors are waited out with backoff (up to 5 s): a worker
         never fails a task because its own bookkeeping could not be written.
         """
+        if self._closed:
+            return now + 3600.0
         try:
             next_at = self._step(now)
+        except QueueClosedError:
+            # Permanent: retrying would spin forever on a closed queue.
+            self._closed = True
+            self._on_closed()
+            return now + 3600.0
         except StorageError as exc:
             self._backoff = min(5.0, max(0.05, self._backoff * 2))
             LOGGER.warning(
@@ -116,6 +131,14 @@ class Dispatcher:
         return next_at
 
     def _step(self, now: float) -> float:
+        jump = self._jumps.jumped()
+        if jump:
+            # Leases are wall-clock times: after a jump forward they look
+            # expired to every rescuer. Renew before anyone acts on it.
+            LOGGER.warning(
+                "%s: the wall clock jumped %+.1fs; renewing leases now", self._name, jump
+            )
+            self._next_heartbeat = now
         if now >= self._next_heartbeat:
             self.heartbeat()
             self._next_heartbeat = now + self._heartbeat_every

@@ -25,7 +25,7 @@ import logging
 import threading
 from collections.abc import Iterable
 
-from ..errors import StorageError, TaskNotFoundError
+from ..errors import QueueClosedError, StorageError, TaskNotFoundError
 from ..queue import TaskQueue
 from ..storage.base import FailureRecord
 from ..task import Claim, Task
@@ -159,6 +159,19 @@ class Recorder:
             try:
                 self._write(self._writing)
                 backoff = 0.0
+            except QueueClosedError:
+                # Permanent: nothing can be written any more. The tasks come
+                # back through lease expiry (at least once).
+                with self._cond:
+                    lost = len(self._writing) + len(self._todo)
+                    self._writing, self._todo = [], []
+                    self._gave_up = True
+                LOGGER.error(
+                    "the TaskQueue was closed: %d outcome(s) not recorded; their tasks run "
+                    "again after their leases expire",
+                    lost,
+                )
+                return
             except StorageError as exc:
                 backoff = min(self._max_backoff, max(0.05, backoff * 2))
                 LOGGER.warning(

@@ -144,6 +144,7 @@ class Worker:
             options=options,
             ledger=self._ledger,
             recorder=self._recorder,
+            on_closed=self._queue_closed,
             services=[
                 RescueService(queue, self.rescue_interval),
                 UnhandledReport(
@@ -172,7 +173,10 @@ class Worker:
         )
         self._signal = _WorkSignal(self._dispatcher)
         self._threads: list[threading.Thread] = []
-        self._started = False
+        self._pid = os.getpid()
+        self._state = "new"
+        self._state_changed = threading.Condition()
+        self._stop_requested = False
         self._finished = threading.Event()
         #: Set to end a drain at once (the running tasks are given back).
         self._force = False
@@ -195,12 +199,42 @@ class Worker:
         return self._ledger.buffered + self._ledger.running
 
     # -- lifecycle -------------------------------------------------------------
+    # States: new -> starting -> running -> stopping -> stopped; "starting"
+    # may take a while (the database can be busy), and a stop() meanwhile
+    # waits for it to end, then stops what started (or nothing).
+
     def start(self) -> Worker:
         """Start the threads and return the worker. Raises on a database it
         cannot work with (read-only, not a queue, closed); a passing fault
         (busy, disk full) is waited out by the dispatcher."""
-        if self._started:
-            raise RuntimeError(f"{self.name} was already started")
+        with self._state_changed:
+            if self._pid != os.getpid():
+                raise RuntimeError(f"{self.name} was created in another process; create one here")
+            if self._state != "new":
+                raise RuntimeError(f"{self.name} was already started")
+            self._state = "starting"
+        try:
+            self._check_queue()
+        except BaseException:
+            self._set_state("stopped")
+            self._finished.set()
+            raise
+        with self._state_changed:
+            if self._stop_requested:
+                # stop() was called while we waited on the database.
+                self._state = "stopped"
+                self._finished.set()
+                self._state_changed.notify_all()
+                return self
+            self._launch()
+            self._state = "running"
+            self._state_changed.notify_all()
+        LOGGER.info(
+            "%s started: %d threads, types %s", self.name, self.concurrency, sorted(self.handlers)
+        )
+        return self
+
+    def _check_queue(self) -> None:
         if not self.handlers:
             LOGGER.warning("%s has no handlers; it will claim nothing", self.name)
         try:
@@ -210,46 +244,76 @@ class Worker:
             raise
         except StorageError as exc:
             LOGGER.warning("%s: starting despite a storage error (retrying): %s", self.name, exc)
-        self._started = True
+
+    def _launch(self) -> None:
         self.queue.add_listener(self._signal)
         self._recorder.start()
         for index in range(self.concurrency):
             self._executors.start_slot(index)
-        for target, role in (
-            (self._dispatcher.run, "dispatcher"),
-            (self._timekeeper.run, "timekeeper"),
-        ):
+        roles = ((self._dispatcher.run, "dispatcher"), (self._timekeeper.run, "timekeeper"))
+        for target, role in roles:
             thread = threading.Thread(
                 target=target, args=(self._finished,), name=f"{self.name}-{role}", daemon=True
             )
             self._threads.append(thread)
             thread.start()
-        LOGGER.info(
-            "%s started: %d threads, types %s", self.name, self.concurrency, sorted(self.handlers)
-        )
-        return self
+
+    def _set_state(self, state: str) -> None:
+        with self._state_changed:
+            self._state = state
+            self._state_changed.notify_all()
 
     def _replace_slot(self, index: int) -> None:
         self._executors.start_slot(index)
+
+    def _queue_closed(self) -> None:
+        """The dispatcher found the TaskQueue closed under it: stop (from a
+        thread of its own; the dispatcher cannot wait for itself)."""
+        LOGGER.error("%s: its TaskQueue was closed while it ran; stopping", self.name)
+        threading.Thread(target=self.stop, args=(0,), name=f"{self.name}-stop", daemon=True).start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop claiming, wait up to ``timeout`` for running tasks, give the
         rest back to pending (without using a retry), then return. After it
         returns, none of this worker's tasks is left running. The steps and
-        their reasons are in this module's docstring."""
-        if not self._started or self._finished.is_set():
+        their reasons are in this module's docstring.
+
+        Harmless on a worker that never started or already stopped, and in
+        a child process that inherited the worker through fork(): there it
+        touches nothing (its claims are the parent's)."""
+        if self._pid != os.getpid():
             return
         if self._executors.owns(threading.current_thread()):
             raise RuntimeError(
                 f"{self.name}.stop() called from one of its own handlers would wait for itself"
             )
-        deadline = None if timeout is None else self._monotonic() + timeout
-        # 1-2: nothing more starts; the unstarted go back.
-        already, buffered = self._ledger.stop_taking()
-        self._dispatcher.wake()
-        if already:
+        with self._state_changed:
+            if self._state == "new":
+                return  # nothing to stop; it may still be started later
+            self._stop_requested = True
+            while self._state == "starting":
+                self._state_changed.wait()
+            if self._state in ("new", "stopped"):
+                return
+            if self._state == "stopping":
+                stopping_elsewhere = True
+            else:
+                stopping_elsewhere = False
+                self._state = "stopping"
+        if stopping_elsewhere:
             self._finished.wait()
             return
+        try:
+            self._shut_down(timeout)
+        finally:
+            self._set_state("stopped")
+            self._finished.set()
+
+    def _shut_down(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else self._monotonic() + timeout
+        # 1-2: nothing more starts; the unstarted go back.
+        _, buffered = self._ledger.stop_taking()
+        self._dispatcher.wake()
         self.queue.remove_listener(self._signal)
         give_back(self.queue, buffered, "not started", self.name)
         # 3-4: wait for running handlers, then give back what still runs.
@@ -277,7 +341,8 @@ class Worker:
         self._dispatcher.wake()
         self._timekeeper.wake()
         for thread in self._threads:
-            thread.join()
+            if thread is not threading.current_thread():
+                thread.join()
         self._executors.join(timeout=1.0)
         LOGGER.info(
             "%s stopped (%d completed, %d failed attempts)", self.name, self.processed, self.failed

@@ -257,23 +257,24 @@ SELECT * FROM tasks WHERE id = :id;
 SELECT status FROM tasks WHERE id = :id;
 
 -- pending_newest --
--- Pending tasks, newest first (reads only the index of pending tasks).
-SELECT * FROM tasks WHERE id IN (
-    SELECT id FROM tasks INDEXED BY idx_tasks_scheduled WHERE status = 'pending')
+-- A page of pending tasks, newest first, below id :before_id (keyset
+-- pagination): a backward walk of the table from there, which finds them
+-- at once since pending tasks are the recent ones.
+SELECT * FROM tasks
+WHERE status = 'pending' AND id < :before_id
 ORDER BY id DESC LIMIT :limit;
-
 -- running_newest --
--- Running tasks, newest first (reads only the index of running tasks).
-SELECT * FROM tasks WHERE id IN (
-    SELECT id FROM tasks INDEXED BY idx_tasks_lease WHERE status = 'running')
+-- A page of running tasks, newest first, below id :before_id (as pending_newest).
+SELECT * FROM tasks
+WHERE status = 'running' AND id < :before_id
 ORDER BY id DESC LIMIT :limit;
-
 -- finished_recent --
--- Finished tasks of one status, most recently finished first.
+-- A page of finished tasks of one status, most recently finished first,
+-- after (:before_at, :before_id) in that order (keyset pagination).
 SELECT * FROM tasks INDEXED BY idx_tasks_finished
 WHERE status = :status AND status IN ('completed', 'failed', 'cancelled')
+  AND (completed_at, id) < (:before_at, :before_id)
 ORDER BY completed_at DESC, id DESC LIMIT :limit;
-
 -- counts --
 -- Tasks per status.
 SELECT status, n FROM task_counts;

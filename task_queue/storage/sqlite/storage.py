@@ -87,11 +87,33 @@ def _claim(
 
 
 def _complete(conn: sqlite3.Connection, items: Sequence[Completion], now: float) -> set[Claim]:
-    # The result JSON text travels as a JSON string, so json_extract hands
-    # back exactly that text.
-    payload = json.dumps([[c.claim.task_id, c.claim.token, c.result] for c in items])
-    rows = conn.execute(Q["complete_many"], {"items": payload, "now": now}).fetchall()
-    return {Claim(int(r[0]), int(r[1])) for r in rows}
+    recorded: set[Claim] = set()
+    for chunk in _by_bytes(items):
+        # The result JSON text travels as a JSON string, so json_extract
+        # hands back exactly that text.
+        payload = json.dumps([[c.claim.task_id, c.claim.token, c.result] for c in chunk])
+        rows = conn.execute(Q["complete_many"], {"items": payload, "now": now}).fetchall()
+        recorded.update(Claim(int(r[0]), int(r[1])) for r in rows)
+    return recorded
+
+
+#: Result bytes per complete_many statement. Results are up to 8 MiB each
+#: (max_payload_bytes): unbounded, a few dozen of them made one statement
+#: larger than SQLite takes.
+STATEMENT_BYTES = 4 * 1024 * 1024
+
+
+def _by_bytes(items: Sequence[Completion]) -> list[list[Completion]]:
+    chunks: list[list[Completion]] = [[]]
+    size = 0
+    for item in items:
+        n = len(item.result or "")
+        if chunks[-1] and size + n > STATEMENT_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += n
+    return chunks
 
 
 def _fail(conn: sqlite3.Connection, claim: Claim, failure: FailureRecord, now: float) -> bool:
@@ -137,13 +159,13 @@ def _rescue(
     return applied
 
 
-def _expired(conn: sqlite3.Connection, now: float, owners: str | None) -> list[Task]:
+def _expired(conn: sqlite3.Connection, now: float, owners: str | None) -> list[Any]:
     rows = conn.execute(Q["expired_claims"], {"now": now}).fetchall()
     if owners is not None:
         seen = {row[0] for row in rows}
         more = conn.execute(Q["dead_owner_claims"], {"owners": owners}).fetchall()
         rows += [row for row in more if row[0] not in seen]
-    return [task_from_row(r) for r in rows]
+    return rows
 
 
 def _rows(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> list[Any]:
@@ -178,18 +200,11 @@ def _cancel(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
     return False
 
 
-def _get(conn: sqlite3.Connection, task_id: int) -> Task | None:
-    row = conn.execute(Q["get_task"], {"id": task_id}).fetchone()
-    return None if row is None else task_from_row(row)
-
-
 _LIST_QUERY = {"pending": "pending_newest", "running": "running_newest"}
-
-
-def _list(conn: sqlite3.Connection, status: str, limit: int) -> list[Task]:
-    query = Q[_LIST_QUERY.get(status, "finished_recent")]
-    rows = conn.execute(query, {"status": status, "limit": limit}).fetchall()
-    return [task_from_row(r) for r in rows]
+#: Rows per read transaction of a long listing: a listing of a million
+#: tasks must not hold the engine thread (every caller's, the heartbeats'
+#: included) for seconds.
+LIST_PAGE = 500
 
 
 def _scalar(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> Any:
@@ -398,12 +413,23 @@ class SqliteStorage:
     def _read(self, fn: Any, *args: Any) -> Any:
         return self._engine.call(fn, *args, readonly=True, savepoint=False)
 
+    # Reads return rows; Tasks are built here, in the caller's thread, so
+    # the engine thread every caller waits for is free sooner.
     def get(self, task_id: int) -> Task | None:
-        task: Task | None = self._read(_get, task_id)
-        return task
+        rows = self._read(_rows, "get_task", {"id": task_id})
+        return task_from_row(rows[0]) if rows else None
 
     def list_by_status(self, status: str, limit: int) -> list[Task]:
-        tasks: list[Task] = self._read(_list, status, limit)
+        query = _LIST_QUERY.get(status, "finished_recent")
+        params: dict[str, Any] = {"status": status, "before_id": 2**63 - 1, "before_at": math.inf}
+        tasks: list[Task] = []
+        while len(tasks) < limit:
+            params["limit"] = page = min(LIST_PAGE, limit - len(tasks))
+            rows = self._read(_rows, query, params)
+            tasks.extend(task_from_row(r) for r in rows)
+            if len(rows) < page:
+                break
+            params["before_id"], params["before_at"] = tasks[-1].id, tasks[-1].completed_at
         return tasks
 
     def counts(self) -> dict[str, int]:
@@ -420,8 +446,7 @@ class SqliteStorage:
 
     def expired(self, now: float, *, dead_owners: Sequence[Owner] = ()) -> list[Task]:
         owners = json.dumps([[o.host, o.pid] for o in dead_owners]) if dead_owners else None
-        tasks: list[Task] = self._read(_expired, now, owners)
-        return tasks
+        return [task_from_row(r) for r in self._read(_expired, now, owners)]
 
     def claim_owners(self, host: str) -> list[int]:
         rows = self._read(_rows, "local_owners", {"owner_host": host})
