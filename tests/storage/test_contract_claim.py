@@ -14,10 +14,10 @@ from support.contract import (
     Backend,
     claim,
     claim_one,
+    claim_request,
     enqueue,
     get,
     new_task,
-    request,
     retry_failure,
 )
 
@@ -148,7 +148,7 @@ def test_two_storage_objects_claiming_at_once_never_share_a_task(backend: Backen
         try:
             start.wait(timeout=10)
             while True:
-                _, tasks = storage.claim(request(token, limit=3), T0)
+                _, tasks = storage.claim(claim_request(token, limit=3), T0)
                 if not tasks:
                     return
                 taken[token] += [(t.id, t.claim_token) for t in tasks]
@@ -183,7 +183,7 @@ def test_claim_records_its_completions_and_claims_in_one_call(storage: Storage) 
     held = claim_one(storage, T0, token=1)
     assert held.id == a
     now = T0 + 2
-    recorded, tasks = storage.claim(request(2), now, [Completion(held.claim, '{"ok": 1}')])
+    recorded, tasks = storage.claim(claim_request(2), now, [Completion(held.claim, '{"ok": 1}')])
     assert recorded == {held.claim}
     assert [t.id for t in tasks] == [b]
     done = get(storage, a)
@@ -209,7 +209,7 @@ def test_a_fenced_out_completion_is_not_recorded_and_does_not_stop_the_claim(
         Completion(stale, '"wrong"'),
         Completion(kept.claim, "1"),
     ]
-    recorded, tasks = storage.claim(request(3), T0 + 2, completions)
+    recorded, tasks = storage.claim(claim_request(3), T0 + 2, completions)
     assert recorded == {kept.claim}
     assert [t.id for t in tasks] == [c]
     assert get(storage, a).status is TaskStatus.CANCELLED
@@ -221,7 +221,7 @@ def test_a_fenced_out_completion_is_not_recorded_and_does_not_stop_the_claim(
 def test_a_claim_with_completions_and_nothing_due_still_records_them(storage: Storage) -> None:
     enqueue(storage)
     held = claim_one(storage, T0, token=1)
-    recorded, tasks = storage.claim(request(2), T0 + 1, [Completion(held.claim, None)])
+    recorded, tasks = storage.claim(claim_request(2), T0 + 1, [Completion(held.claim, None)])
     assert recorded == {held.claim}
     assert tasks == []
     assert get(storage, held.id).status is TaskStatus.COMPLETED

@@ -72,7 +72,7 @@ def enqueue(storage: Storage, now: float = T0, **fields: Any) -> int:
     return task_id
 
 
-def request(
+def claim_request(
     token: int = 1,
     *,
     limit: int = 100,
@@ -93,7 +93,7 @@ def request(
 
 def claim(storage: Storage, now: float = T0, token: int = 1, **kwargs: Any) -> list[Task]:
     """Claim without completions; the tasks taken."""
-    recorded, tasks = storage.claim(request(token, **kwargs), now)
+    recorded, tasks = storage.claim(claim_request(token, **kwargs), now)
     assert recorded == set()
     return tasks
 
