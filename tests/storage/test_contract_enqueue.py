@@ -4,9 +4,20 @@ unique keys (one live task per key, in a batch too, across retry())."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
-from support.contract import T0, claim, claim_one, enqueue, final_failure, get, new_task, status
+from support.contract import (
+    T0,
+    Backend,
+    claim,
+    claim_one,
+    enqueue,
+    final_failure,
+    get,
+    new_task,
+    status,
+)
 
 from task_queue.errors import DuplicateTaskError
 from task_queue.storage.base import Completion, Storage
@@ -196,3 +207,32 @@ def test_keys_are_independent(storage: Storage) -> None:
     b = enqueue(storage, unique_key="b")
     assert a != b
     assert [t.id for t in claim(storage)] == [a, b]
+
+
+def test_two_storage_objects_racing_on_one_key_create_one_task(backend: Backend) -> None:
+    # The key is checked and taken in one atomic step across connections
+    # (processes), not only within one storage object.
+    racers = [backend.open() for _ in range(4)]
+    start = threading.Barrier(len(racers))
+    results: list[tuple[int, bool]] = []
+    errors: list[BaseException] = []
+
+    def race(storage: Storage, n: int) -> None:
+        try:
+            start.wait(timeout=10)
+            results.extend(storage.enqueue([new_task(name=f"r{n}", unique_key="race")], T0))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=race, args=(s, n), daemon=True) for n, s in enumerate(racers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert sorted(created for _, created in results) == [False, False, False, True]
+    assert len({task_id for task_id, _ in results}) == 1
+    assert racers[0].counts().get("pending") == 1
