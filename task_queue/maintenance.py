@@ -107,7 +107,6 @@ class Rescuer:
         queue.wake_listeners()
         return len(applied)
 
-
     def _held_off(self) -> bool:
         """After a forward jump of the wall clock every live lease looks
         expired: hold off for half a lease. Every live holder renews within

@@ -154,7 +154,9 @@ class Dispatcher:
         if self._next_due is not None and self._queue.clock.time() >= self._next_due:
             self._maybe_more = True
             self._next_due = None
-        free = self.claim_size()
+        # No handlers: nothing to claim (a registry filled later is seen
+        # at the next step, within a poll interval).
+        free = self.claim_size() if self._handlers else 0
         if free > 0 and (self._maybe_more or now >= self._next_sweep):
             # Consume the hint before claiming: a hint that arrives while
             # the claim runs (a retry recorded, an enqueue) must survive
@@ -171,7 +173,12 @@ class Dispatcher:
             else:
                 self._next_due = self._queue.next_due()
             return now  # re-evaluate at once
-        next_at = min(self._next_poll, self._next_heartbeat, self._next_sweep, *self._next_service)
+        next_at = min(self._next_poll, self._next_heartbeat, *self._next_service)
+        if free > 0:
+            # The sweep only matters with room to claim into; a full worker
+            # is woken by room() when a task ends (counting an overdue sweep
+            # made it step again at once, in a loop, while full).
+            next_at = min(next_at, self._next_sweep)
         if self._next_due is not None:
             next_at = min(next_at, now + (self._next_due - self._queue.clock.time()))
         return next_at
@@ -220,8 +227,6 @@ class Dispatcher:
 
     def _claim(self, limit: int) -> int:
         types = list(self._handlers)
-        if not types:
-            return limit  # nothing to claim; don't spin
         before = self._monotonic()
         # Completions waiting to be written ride along with the claim: one
         # commit for both (the recorder writes whatever is not taken).

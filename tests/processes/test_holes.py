@@ -358,9 +358,10 @@ def test_listing_a_million_tasks_does_not_starve_the_heartbeats(db_path: str) ->
         ctx.wait(3.0)
         return "done"
 
-    with TaskQueue(db_path, lease_seconds=1.0) as mine, TaskQueue(
-        db_path, lease_seconds=1.0, rescue_interval=0.05
-    ) as other:
+    with (
+        TaskQueue(db_path, lease_seconds=1.0) as mine,
+        TaskQueue(db_path, lease_seconds=1.0, rescue_interval=0.05) as other,
+    ):
         task_id = mine.enqueue("live", "slow", "mine", max_retries=0)
         stop = threading.Event()
 

@@ -11,14 +11,14 @@ wall clock (due times, leases) and the monotonic one (intervals) together.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from task_queue import HandlerRegistry, ManualClock, TaskQueue, WorkerOptions
 from task_queue.context import TaskContext
-from task_queue.errors import QueueClosedError
 from task_queue.maintenance import RescueService
 from task_queue.task import Task, TaskStatus
 from task_queue.worker.dispatcher import Dispatcher
@@ -81,9 +81,14 @@ class Parts:
 def make_parts(db_path: str) -> Iterator[Any]:
     queues: list[TaskQueue] = []
 
-    def make(handled: tuple[str, ...] = ("job",), **options: Any) -> Parts:
+    def make(
+        handled: tuple[str, ...] = ("job",),
+        on_closed: Callable[[], None] = lambda: None,
+        busy_timeout: float = 30.0,
+        **options: Any,
+    ) -> Parts:
         clock = ManualClock()
-        queue = TaskQueue(db_path, clock=clock, lease_seconds=LEASE)
+        queue = TaskQueue(db_path, clock=clock, lease_seconds=LEASE, busy_timeout=busy_timeout)
         queues.append(queue)
         handlers = HandlerRegistry()
         for task_type in handled:
@@ -101,6 +106,7 @@ def make_parts(db_path: str) -> Iterator[Any]:
             ledger=ledger,
             recorder=recorder,
             services=[rescue],
+            on_closed=on_closed,
         )
         return Parts(clock, queue, ledger, recorder, rescue, dispatcher)
 
@@ -240,18 +246,12 @@ def test_a_claim_takes_waiting_completions_along(make_parts: Any) -> None:
     assert parts.buffered_ids() == [second]
 
 
-# Known defects: each makes the dispatcher thread spin (Dispatcher.run waits
+# Regressions: each made the dispatcher thread spin (Dispatcher.run waits
 # max(0, next_at - now) between steps, so a step that keeps answering "now"
-# or a time already past is a busy loop holding the GIL).
+# or a time already past is a busy loop holding the GIL; measured ~200,000
+# steps/s, a full core).
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dispatcher._step: with no free capacity no claim runs, and only a claim "
-    "advances _next_sweep; the overdue _next_sweep still goes into next_at, so step() "
-    "returns a time already past and Dispatcher.run spins until a slot frees "
-    "(measured: ~200,000 steps/s, a full core, while one long task runs on concurrency=1)",
-)
 def test_a_full_worker_waits_instead_of_stepping_again_at_once(make_parts: Any) -> None:
     parts = make_parts(concurrency=1, prefetch=0)
     parts.queue.enqueue("long", "job")
@@ -263,13 +263,6 @@ def test_a_full_worker_waits_instead_of_stepping_again_at_once(make_parts: Any) 
     assert next_at > now
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dispatcher._claim returns `limit` when there are no handlers ('nothing to "
-    "claim; don't spin'), which step() reads as a full claim: _maybe_more = True and "
-    "return now, every step; a Worker started with an empty registry (or before its "
-    "handlers are registered) spins a full core",
-)
 def test_a_worker_without_handlers_waits_instead_of_stepping_again_at_once(
     make_parts: Any,
 ) -> None:
@@ -326,13 +319,31 @@ def test_short_tasks_make_the_next_claim_reach_further_ahead(make_parts: Any) ->
 
 
 def test_storage_errors_are_waited_out_with_growing_backoff(make_parts: Any) -> None:
-    parts = make_parts(heartbeat_interval=1.0)
+    parts = make_parts(heartbeat_interval=1.0, busy_timeout=0.01)
     parts.queue.enqueue("t", "job")
     parts.settle()
-    parts.queue.close()  # every storage call now raises (a StorageError)
-    with pytest.raises(QueueClosedError):
-        parts.queue.get_queue_stats()
+    # Another process holds the write lock: every write raises
+    # DatabaseBusyError, a passing fault the dispatcher waits out.
+    locker = sqlite3.connect(parts.queue.path, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        parts.clock.advance(1.0)
+        now = parts.now()
+        delays = [parts.dispatcher.step(now) - now for _ in range(9)]
+    finally:
+        locker.close()
+    assert delays == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0])
+
+
+def test_a_closed_queue_stops_the_dispatcher_instead_of_retrying(make_parts: Any) -> None:
+    """Closed is permanent: retrying it spun forever (issue 14)."""
+    closed: list[bool] = []
+    parts = make_parts(heartbeat_interval=1.0, on_closed=lambda: closed.append(True))
+    parts.queue.enqueue("t", "job")
+    parts.settle()
+    parts.queue.close()
     parts.clock.advance(1.0)
     now = parts.now()
-    delays = [parts.dispatcher.step(now) - now for _ in range(9)]
-    assert delays == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0])
+    assert parts.dispatcher.step(now) >= now + 60
+    assert parts.dispatcher.step(now) >= now + 60
+    assert closed == [True]

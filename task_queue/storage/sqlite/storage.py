@@ -368,32 +368,36 @@ class SqliteStorage:
         return recorded, claim_order([task_from_row(r) for r in rows])
 
     def complete(self, completions: Sequence[Completion], now: float) -> set[Claim]:
+        engine = self._engine  # raises QueueClosedError, even with nothing to do
         if not completions:
             return set()
-        done: set[Claim] = self._engine.call(_complete, list(completions), now, savepoint=False)
+        done: set[Claim] = engine.call(_complete, list(completions), now, savepoint=False)
         return done
 
     def fail(self, claim: Claim, failure: FailureRecord, now: float) -> bool:
         return bool(self._engine.call(_fail, claim, failure, now, savepoint=False))
 
     def release(self, claims: Sequence[Claim]) -> list[Claim]:
+        engine = self._engine
         if not claims:
             return []
-        released: list[Claim] = self._engine.call(_release, list(claims))
+        released: list[Claim] = engine.call(_release, list(claims))
         return released
 
     def renew(self, claims: Sequence[Claim], now: float, lease_seconds: float) -> set[Claim]:
+        engine = self._engine
         if not claims:
             return set()
-        renewed: set[Claim] = self._engine.call(
+        renewed: set[Claim] = engine.call(
             _renew, list(claims), now + lease_seconds, savepoint=False
         )
         return renewed
 
     def rescue(self, rescues: Sequence[Rescue], now: float) -> list[tuple[int, str]]:
+        engine = self._engine
         if not rescues:
             return []
-        applied: list[tuple[int, str]] = self._engine.call(_rescue, list(rescues), now)
+        applied: list[tuple[int, str]] = engine.call(_rescue, list(rescues), now)
         return applied
 
     def cancel(self, task_id: int, now: float) -> bool:
@@ -457,6 +461,7 @@ class SqliteStorage:
         return int(self._read(_scalar, "data_version", {}))
 
     def change_feed(self) -> ChangeFeed:
+        self._engine  # noqa: B018 - raises QueueClosedError once closed
         return _DataVersionFeed(self)
 
     def close(self) -> None:
