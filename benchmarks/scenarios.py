@@ -78,8 +78,8 @@ def completed_counter(path: str) -> Callable[[], int]:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
     def completed() -> int:
-        row = conn.execute("SELECT n FROM task_counts WHERE status = 'completed'").fetchone()
-        return int(row[0])
+        row = conn.execute("SELECT sum(n) FROM task_counts WHERE status = 'completed'").fetchone()
+        return int(row[0] or 0)
 
     return completed
 
@@ -490,12 +490,18 @@ def producer(system: str, sync: str, path: str, samples: int) -> None:
 # -- B6: claim cost at 1,000,000 pending vs 1,000; stats time ----------------------
 
 
+#: B6 spreads its pending tasks over this many named queues; the claims
+#: serve two of them (a Worker with its own pool).
+B6_QUEUES = [f"q{i}" for i in range(10)]
+B6_SERVED = ["q3", "q7"]
+
+
 def build_pending(path: str, sync: str, n: int) -> dict[str, Any]:
-    """Create our schema and n due pending tasks, fast.
+    """Create our schema and n due pending tasks over B6_QUEUES, fast.
 
     Plain sqlite3: the tasks table's indexes and triggers are dropped, the
     rows inserted, the indexes recreated from their own DDL and the
-    per-status counts fixed up, so the file ends up exactly as if every row
+    per-queue counts fixed up, so the file ends up exactly as if every row
     had been enqueued.
     """
     q = open_ours(path, sync)
@@ -514,23 +520,26 @@ def build_pending(path: str, sync: str, n: int) -> dict[str, Any]:
     chunk = 100_000
     for start in range(0, n, chunk):
         rows = [
-            (f"task {i}", NOOP, f'{{"i": {i}}}', 2, "pending", now, 3, now + i * 1e-6)
+            (f"task {i}", NOOP, f'{{"i": {i}}}', 2, "pending", now, 3, now + i * 1e-6,
+             B6_QUEUES[i % len(B6_QUEUES)])
             for i in range(start, min(n, start + chunk))
-        ]
+        ]  # fmt: skip
         conn.executemany(
             "INSERT INTO tasks (name, task_type, payload, priority, status, created_at,"
-            " max_retries, run_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " max_retries, run_at, queue_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
     for _, _, sql in ddl:
         conn.execute(sql)
+    conn.execute("DELETE FROM task_counts")
     conn.execute(
-        "UPDATE task_counts SET n = (SELECT count(*) FROM tasks WHERE status = task_counts.status)"
+        "INSERT INTO task_counts (queue_name, status, n)"
+        " SELECT queue_name, status, count(*) FROM tasks GROUP BY queue_name, status"
     )
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    return {"build_seconds": time.perf_counter() - t0, "rows": n}
+    return {"build_seconds": time.perf_counter() - t0, "rows": n, "queues": len(B6_QUEUES)}
 
 
 def run_claim_cost(sync: str, path: str, claims: int) -> dict[str, Any]:
@@ -544,11 +553,11 @@ def run_claim_cost(sync: str, path: str, claims: int) -> dict[str, Any]:
         batch: list[float] = []
         for _ in range(claims):
             t0 = time.perf_counter()
-            got = q.dequeue()
+            got = q.dequeue(queues=B6_SERVED)
             one.append(time.perf_counter() - t0)
             assert got is not None
             t0 = time.perf_counter()
-            got_many = q.claim(8, task_types=[NOOP])
+            got_many = q.claim(8, task_types=[NOOP], queues=B6_SERVED)
             batch.append(time.perf_counter() - t0)
             assert len(got_many) == 8
             # Untimed: give them back so the pending count stays put.
@@ -563,6 +572,8 @@ def run_claim_cost(sync: str, path: str, claims: int) -> dict[str, Any]:
         q.close()
     return {
         "pending": pending,
+        "queues": len(B6_QUEUES),
+        "served": len(B6_SERVED),
         "dequeue_ms": statistics.median(one) * 1000,
         "claim8_ms": statistics.median(batch) * 1000,
         "stats_first_ms": first_stats * 1000,

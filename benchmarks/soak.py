@@ -750,7 +750,10 @@ class Soak:
     def db_counts(self) -> dict[str, int]:
         conn = sqlite3.connect(self.db, timeout=30)
         try:
-            counts = {s: int(n) for s, n in conn.execute("SELECT status, n FROM task_counts")}
+            counts = {
+                s: int(n)
+                for s, n in conn.execute("SELECT status, sum(n) FROM task_counts GROUP BY status")
+            }
             due = conn.execute(
                 "SELECT count(*) FROM tasks WHERE status = 'pending' AND run_at <= ?",
                 (time.time(),),
@@ -966,7 +969,10 @@ class Soak:
                     "error_message FROM tasks"
                 )
             }
-            counts = {s: int(n) for s, n in conn.execute("SELECT status, n FROM task_counts")}
+            counts = {
+                s: int(n)
+                for s, n in conn.execute("SELECT status, sum(n) FROM task_counts GROUP BY status")
+            }
         finally:
             conn.close()
         actual = collections.Counter(r[0] for r in rows.values())

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from .clock import JumpDetector
@@ -152,8 +152,10 @@ class UnhandledReport:
         idle: Callable[[], bool],
         interval: float,
         who: str,
+        queues: Sequence[str] | None = None,
     ) -> None:
         self._queue = queue
+        self._queues = queues
         self._handled = handled
         self._idle = idle
         self.interval = interval
@@ -163,7 +165,8 @@ class UnhandledReport:
         if not self._idle():
             return now + min(self.interval, 1.0)  # look again soon, once idle
         handled = self._handled()
-        missing = {t: n for t, n in self._queue.pending_by_type().items() if t not in handled}
+        due = self._queue.pending_by_type(queues=self._queues)
+        missing = {t: n for t, n in due.items() if t not in handled}
         if missing:
             LOGGER.warning(
                 "%s: due tasks wait for handlers this worker does not have: %s",

@@ -21,7 +21,13 @@ import traceback as tb
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .checks import check_text, is_non_negative, is_positive
+from .checks import (
+    check_queue_name,
+    check_queue_names,
+    check_text,
+    is_non_negative,
+    is_positive,
+)
 from .claims import ClaimBook
 from .clock import SYSTEM_CLOCK, Clock
 from .context import current_task
@@ -158,6 +164,7 @@ class TaskQueue:
         delay: float | dt.timedelta | None = None,
         timeout: float | None = None,
         unique_key: str | None = None,
+        queue_name: str = "default",
     ) -> int:
         """Add a task; return its id once it is durably stored.
 
@@ -170,12 +177,14 @@ class TaskQueue:
         timeout: seconds an attempt may run.
         unique_key: while a task with this key is pending or running, its
             id is returned and nothing is added.
+        queue_name: the named queue (1-100 letters, digits, ``-_.:``);
+            Workers serve some queues or all.
 
         Nothing is written when an argument is refused.
         """
         spec = TaskSpec(
             name, task_type, payload, priority, scheduled_at, max_retries,
-            delay=delay, timeout=timeout, unique_key=unique_key,
+            delay=delay, timeout=timeout, unique_key=unique_key, queue_name=queue_name,
         )  # fmt: skip
         return self._store([spec], many=False)[0]
 
@@ -208,15 +217,21 @@ class TaskQueue:
 
     # -- claim -----------------------------------------------------------------
     def dequeue(
-        self, worker_id: str | None = None, task_types: Sequence[str] | None = None
+        self,
+        worker_id: str | None = None,
+        task_types: Sequence[str] | None = None,
+        *,
+        queues: Sequence[str] | None = None,
     ) -> Task | None:
         """Claim the highest-priority due task (FIFO within a priority), or None.
 
-        The task is marked running with a lease of ``lease_seconds``, kept
-        alive by this object while it is held; finish it with
-        complete_task(), fail_task() or release_task().
+        task_types, queues: only tasks of these types, from these queues
+        (None: any). Paused queues give nothing. The task is marked running
+        with a lease of ``lease_seconds``, kept alive by this object while
+        it is held; finish it with complete_task(), fail_task() or
+        release_task().
         """
-        tasks = self.claim(1, worker_id=worker_id, task_types=task_types)
+        tasks = self.claim(1, worker_id=worker_id, task_types=task_types, queues=queues)
         return tasks[0] if tasks else None
 
     def claim(
@@ -225,6 +240,7 @@ class TaskQueue:
         *,
         worker_id: str | None = None,
         task_types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
         remember: bool = True,
     ) -> list[Task]:
         """Claim up to ``limit`` due tasks in one statement (see dequeue()).
@@ -238,11 +254,14 @@ class TaskQueue:
         :meth:`renew` before ``lease_seconds`` pass.
         """
         task_types = _claim_args(limit, worker_id, task_types)
+        queues = check_queue_names(queues)
         self._check_fork()
         mono = self.clock.monotonic()
         if mono >= self._next_rescue:
             self._next_rescue = self._rescue_service.run_once(mono)
-        tasks = self.complete_and_claim((), limit, worker_id=worker_id, task_types=task_types)
+        tasks = self.complete_and_claim(
+            (), limit, worker_id=worker_id, task_types=task_types, queues=queues
+        )
         if tasks and remember:
             self._book.remember(tasks)
         return tasks
@@ -254,9 +273,11 @@ class TaskQueue:
         *,
         worker_id: str | None = None,
         task_types: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
     ) -> list[Task]:
-        """Record ``completions`` and claim up to ``limit`` tasks, in one
-        transaction: what a Worker's dispatcher calls (one commit per batch).
+        """Record ``completions`` and claim up to ``limit`` tasks (of these
+        types, from these queues; None: any), in one transaction: what a
+        Worker's dispatcher calls (one commit per batch).
 
         completions: (claimed Task, result as JSON text from
             :func:`task_queue.payload.encode`) pairs; each is recorded only
@@ -265,6 +286,7 @@ class TaskQueue:
             caller renews its claims (:meth:`renew`) and runs its own rescue.
         """
         task_types = _claim_args(limit, worker_id, task_types)
+        queues = check_queue_names(queues)
         if task_types is not None and not task_types and not completions:
             return []
         self._check_fork()
@@ -274,6 +296,7 @@ class TaskQueue:
             owner=self._owner,
             limit=limit,
             task_types=task_types,
+            queues=queues,
             token=secrets.randbits(63),
             lease_seconds=self.lease_seconds,
         )
@@ -536,12 +559,51 @@ class TaskQueue:
         self._check_fork()
         return self.storage.get(_task_id(task_id))
 
-    def get_queue_stats(self) -> dict[str, int]:
-        """Tasks per status; every status is a key, zeros included. Cheap
-        at any size (the counts are kept as tasks change)."""
+    def get_queue_stats(self, queue_name: str | None = None) -> dict[str, int]:
+        """Tasks per status, of every queue or of ``queue_name``; every
+        status is a key, zeros included. Cheap at any size (the counts are
+        kept as tasks change)."""
+        if queue_name is not None:
+            check_queue_name(queue_name)
         self._check_fork()
-        counts = self.storage.counts()
+        counts = self.storage.counts(queue_name)
         return {status.value: counts.get(status.value, 0) for status in TaskStatus}
+
+    def queue_stats(self) -> dict[str, dict[str, int]]:
+        """Per queue, what get_queue_stats(queue) gives: every queue that has
+        tasks, had some, or is paused, sorted by name. As cheap as
+        get_queue_stats() (one small read)."""
+        self._check_fork()
+        counts = self.storage.queue_counts()
+        names = sorted(set(counts) | self.storage.paused())
+        return {
+            name: {s.value: counts.get(name, {}).get(s.value, 0) for s in TaskStatus}
+            for name in names
+        }
+
+    # -- pause and resume ------------------------------------------------------
+    def pause(self, queue_name: str) -> None:
+        """Claim nothing from ``queue_name`` until resume(): in every process
+        on the file, within a Worker's poll interval. Enqueues still go in;
+        running tasks finish. A queue nobody used yet may be paused."""
+        check_queue_name(queue_name)
+        self._check_fork()
+        self.storage.pause(queue_name, self.clock.time())
+        self._listeners.notify()  # in-process Workers drop what they prefetched from it
+
+    def resume(self, queue_name: str) -> bool:
+        """Let Workers claim from ``queue_name`` again; False if it was not paused."""
+        check_queue_name(queue_name)
+        self._check_fork()
+        resumed = self.storage.resume(queue_name)
+        if resumed:
+            self._listeners.notify()
+        return resumed
+
+    def paused(self) -> frozenset[str]:
+        """The paused queues."""
+        self._check_fork()
+        return frozenset(self.storage.paused())
 
     def get_tasks_by_status(self, status: TaskStatus | str, limit: int = 10) -> list[Task]:
         """Up to ``limit`` tasks with this status: pending and running ones
@@ -614,10 +676,12 @@ class TaskQueue:
         self._check_fork()
         self.storage.check_writable()
 
-    def pending_by_type(self) -> dict[str, int]:
-        """Due pending tasks per task type (find types no worker handles)."""
+    def pending_by_type(self, *, queues: Sequence[str] | None = None) -> dict[str, int]:
+        """Due pending tasks per task type, in these queues (None: all): find
+        types no worker handles."""
+        queues = check_queue_names(queues)
         self._check_fork()
-        return self.storage.due_by_type(self.clock.time())
+        return self.storage.due_by_type(self.clock.time(), queues)
 
     def next_due(self) -> float | None:
         """Epoch time when the next not-yet-due pending task becomes due."""

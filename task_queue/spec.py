@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .checks import check_text, is_positive
+from .checks import check_queue_name, check_text, is_positive
 from .payload import DEFAULT_MAX_BYTES, encode
 from .storage.base import NewTask
 from .task import TaskPriority
@@ -47,6 +47,8 @@ class TaskSpec:
     timeout: float | None = None
     #: Idempotency key: one live (pending or running) task per key.
     unique_key: str | None = None
+    #: The named queue (1-100 letters, digits, ``-_.:``); Workers serve some or all.
+    queue_name: str = "default"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -70,6 +72,7 @@ class TaskSpec:
         if self.timeout is not None and not is_positive(self.timeout):
             raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         object.__setattr__(self, "priority", parse_priority(self.priority))
+        check_queue_name(self.queue_name)
         _due_time(0.0, self.scheduled_at, self.delay)  # validates both
 
     @classmethod
@@ -98,6 +101,7 @@ class TaskSpec:
             max_retries=self.max_retries,
             timeout=None if self.timeout is None else float(self.timeout),
             unique_key=self.unique_key,
+            queue_name=self.queue_name,
         )
 
 

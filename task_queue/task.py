@@ -105,6 +105,8 @@ class Task:
     #: PID of the process holding the claim: if it is gone, the task is
     #: rescued at once instead of when its lease expires.
     owner_pid: int | None = None
+    #: The named queue it is in (Workers serve some queues or all).
+    queue_name: str = "default"
 
     @property
     def claim(self) -> Claim:

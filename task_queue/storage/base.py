@@ -47,6 +47,7 @@ class NewTask:
     max_retries: int
     timeout: float | None
     unique_key: str | None
+    queue_name: str = "default"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,6 +72,8 @@ class ClaimRequest:
     token: int
     #: Seconds from ``now`` until the claim expires unless renewed.
     lease_seconds: float
+    #: Only from these queues (None: every queue); paused queues never.
+    queues: Sequence[str] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -140,7 +143,8 @@ class Storage(Protocol):
         self, request: ClaimRequest, now: float, completions: Sequence[Completion] = ()
     ) -> tuple[set[Claim], list[Task]]:
         """Record ``completions`` (possibly none), then take up to
-        ``request.limit`` due pending tasks, highest priority first, then
+        ``request.limit`` due pending tasks of the queues and types asked
+        for (never of a paused queue), highest priority first, then
         earliest due, then lowest id: each becomes running under
         ``request.token`` with a lease of ``request.lease_seconds``, its
         attempt counted and its owner recorded. One transaction, so the
@@ -187,6 +191,18 @@ class Storage(Protocol):
         DuplicateTaskError when a live task holds its unique_key."""
         ...
 
+    def pause(self, queue_name: str, now: float) -> None:
+        """Claim nothing from ``queue_name`` until resumed (it need not exist yet)."""
+        ...
+
+    def resume(self, queue_name: str) -> bool:
+        """Undo :meth:`pause`; False if it was not paused."""
+        ...
+
+    def paused(self) -> set[str]:
+        """The paused queues."""
+        ...
+
     def purge(self, statuses: Sequence[str], before: float, limit: int) -> int:
         """Delete up to ``limit`` finished tasks of these statuses that
         finished before ``before``; returns how many (fewer than ``limit``:
@@ -201,17 +217,21 @@ class Storage(Protocol):
         recently finished first."""
         ...
 
-    def counts(self) -> dict[str, int]:
-        """Tasks per status (statuses with none may be missing). Cheap at
-        any table size."""
+    def counts(self, queue_name: str | None = None) -> dict[str, int]:
+        """Tasks per status, of one queue or all (statuses with none may be
+        missing). Cheap at any table size."""
+        ...
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        """Tasks per status of every queue that has (or had) tasks. Cheap."""
         ...
 
     def next_due(self, now: float) -> float | None:
         """When the earliest not-yet-due pending task becomes due."""
         ...
 
-    def due_by_type(self, now: float) -> dict[str, int]:
-        """Due pending tasks per task type."""
+    def due_by_type(self, now: float, queues: Sequence[str] | None = None) -> dict[str, int]:
+        """Due pending tasks per task type, in these queues (None: all)."""
         ...
 
     def expired(self, now: float, *, dead_owners: Sequence[Owner] = ()) -> list[Task]:

@@ -70,6 +70,9 @@ class Dispatcher:
         self._feed = queue.change_feed()
         self._jumps = JumpDetector(queue.clock)
         self._maybe_more = True
+        # Something changed (here or in another process): a queue may have
+        # been paused, and prefetched tasks of it are given back.
+        self._hinted = False
         now = self._monotonic()
         self._heartbeat_every = options.heartbeat(queue.lease_seconds)
         self._next_heartbeat = now + self._heartbeat_every
@@ -81,8 +84,10 @@ class Dispatcher:
 
     # -- signals from other threads -------------------------------------------
     def hint(self) -> None:
-        """There may be tasks to claim (an enqueue, a retry, a rescue)."""
+        """There may be tasks to claim (an enqueue, a retry, a rescue), or a
+        queue was paused."""
         self._maybe_more = True
+        self._hinted = True
         self._wake.set()
 
     def wake(self) -> None:
@@ -150,7 +155,12 @@ class Dispatcher:
         if now >= self._next_poll:
             if self._feed.changed():
                 self._maybe_more = True
+                self._hinted = True
             self._next_poll = now + self._options.poll_interval
+        if self._hinted:
+            self._hinted = False
+            if self._ledger.buffered:
+                self._drop_paused()
         if self._next_due is not None and self._queue.clock.time() >= self._next_due:
             self._maybe_more = True
             self._next_due = None
@@ -234,7 +244,7 @@ class Dispatcher:
         try:
             tasks = self._queue.complete_and_claim(
                 [(o.task, o.result) for o in lent], limit, worker_id=self._worker_id,
-                task_types=types,
+                task_types=types, queues=self._options.queues,
             )  # fmt: skip
         except BaseException:
             self._recorder.give_back(lent)
@@ -244,6 +254,12 @@ class Dispatcher:
             late = self._ledger.offer(tasks, before + self._queue.lease_seconds)
             give_back(self._queue, late, "claimed during stop", self._name)
         return len(tasks)
+
+    def _drop_paused(self) -> None:
+        paused = self._queue.paused()
+        if paused:
+            dropped = self._ledger.take_buffered(lambda t: t.queue_name in paused)
+            give_back(self._queue, dropped, "their queue was paused", self._name)
 
     # -- heartbeat ---------------------------------------------------------------
     def heartbeat(self) -> None:

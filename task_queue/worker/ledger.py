@@ -124,6 +124,18 @@ class InFlight:
                 if claim in self._valid_until:
                     self._valid_until[claim] = valid_until
 
+    def take_buffered(self, which: Callable[[Task], bool]) -> list[Task]:
+        """Remove and return the buffered tasks ``which`` selects (to give back)."""
+        with self._cond:
+            taken = [t for t in self._buffer if which(t)]
+            if taken:
+                kept = [t for t in self._buffer if not which(t)]
+                self._buffer.clear()
+                self._buffer.extend(kept)
+                for task in taken:
+                    self._valid_until.pop(task.claim, None)
+            return taken
+
     def lose(self, lost: set[Claim]) -> tuple[list[Attempt], list[Task]]:
         """Claims found lost by the heartbeat: drop them from the buffer;
         return (running attempts lost, buffered tasks dropped). Only a

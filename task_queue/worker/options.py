@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..checks import is_non_negative, is_positive
+from ..checks import check_queue_names, is_non_negative, is_positive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +38,8 @@ class WorkerOptions:
     timeout_grace: float = 5.0
     #: How often an idle worker reports due tasks it has no handler for.
     idle_report_interval: float = 60.0
+    #: The named queues it serves (None: every queue).
+    queues: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         c = self.concurrency
@@ -62,6 +64,8 @@ class WorkerOptions:
             )
         if not is_non_negative(self.timeout_grace):
             raise ValueError(f"timeout_grace must be >= 0 seconds, got {self.timeout_grace!r}")
+        queues = check_queue_names(self.queues)
+        object.__setattr__(self, "queues", None if queues is None else tuple(queues))
         if not is_positive(self.idle_report_interval):
             raise ValueError(
                 f"idle_report_interval must be > 0 seconds, got {self.idle_report_interval!r}"

@@ -37,9 +37,10 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..checks import check_queue_names
 from ..errors import NotAQueueDatabaseError, QueueClosedError, ReadOnlyDatabaseError, StorageError
 from ..maintenance import RescueService, UnhandledReport
 from ..queue import TaskQueue
@@ -92,6 +93,10 @@ class Worker:
         thread is abandoned and replaced.
     idle_report_interval: seconds between reports, while idle, of due
         tasks this worker has no handler for.
+    queues: the named queues it claims from (None: every queue). Several
+        Workers with different queues (in one process or several) give
+        slow work a pool of its own; priorities order claims within the
+        queues a Worker serves.
     options: all of the above as one :class:`WorkerOptions` (instead of
         the keywords).
     """
@@ -110,6 +115,7 @@ class Worker:
         drain_timeout: float | None = 30.0,
         timeout_grace: float = 5.0,
         idle_report_interval: float = 60.0,
+        queues: Sequence[str] | None = None,
         options: WorkerOptions | None = None,
     ) -> None:
         if options is None:
@@ -118,6 +124,7 @@ class Worker:
                 prefetch=prefetch, heartbeat_interval=heartbeat_interval,
                 rescue_interval=rescue_interval, drain_timeout=drain_timeout,
                 timeout_grace=timeout_grace, idle_report_interval=idle_report_interval,
+                queues=None if queues is None else tuple(check_queue_names(queues) or ()),
             )  # fmt: skip
         if not isinstance(queue, TaskQueue):
             raise TypeError(f"queue must be a TaskQueue, got {type(queue).__name__}")
@@ -149,7 +156,7 @@ class Worker:
                 RescueService(queue, self.rescue_interval),
                 UnhandledReport(
                     queue, lambda: self.handlers, self._ledger.idle,
-                    options.idle_report_interval, self.name,
+                    options.idle_report_interval, self.name, options.queues,
                 ),
             ],
         )  # fmt: skip
@@ -230,7 +237,11 @@ class Worker:
             self._state = "running"
             self._state_changed.notify_all()
         LOGGER.info(
-            "%s started: %d threads, types %s", self.name, self.concurrency, sorted(self.handlers)
+            "%s started: %d threads, queues %s, types %s",
+            self.name,
+            self.concurrency,
+            "all" if self.options.queues is None else ",".join(self.options.queues),
+            sorted(self.handlers),
         )
         return self
 

@@ -162,3 +162,29 @@ def test_task_that_kills_its_worker_every_time_ends_failed(
     assert task.status == TaskStatus.FAILED
     assert (task.attempts, task.retry_count) == (2, 1)
     assert task.error_message is not None and "claim lost" in task.error_message
+
+
+def test_a_pause_reaches_a_worker_in_another_process(tmp_path: Path) -> None:
+    """pause() is stored in the file: a Worker in another process claims
+    nothing from the paused queue (within its poll interval), and takes it
+    up again once resumed."""
+    db = str(tmp_path / "q.db")
+    out = tmp_path / "exec.log"
+    with TaskQueue(db) as queue:
+        queue.pause("held")
+        child = procs.start("pool", db=db, out=str(out), expect=6, concurrency=2)
+        try:
+            wait_until(lambda: Path(str(out) + ".ready").exists(), timeout=30)
+            held = queue.enqueue_many(
+                [{"name": f"h{i}", "task_type": "count", "queue_name": "held"} for i in range(5)]
+            )
+            free = queue.enqueue("free", "count")  # proves the worker saw the enqueues
+            wait_until(lambda: queue.get_task(free).status == TaskStatus.COMPLETED, timeout=30)  # type: ignore[union-attr]
+            assert all(queue.get_task(i).status == TaskStatus.PENDING for i in held)  # type: ignore[union-attr]
+            assert queue.resume("held")
+            assert child.wait(timeout=60) == 0, child.communicate()
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert queue.get_queue_stats("held")["completed"] == 5

@@ -92,7 +92,7 @@ def test_get_of_an_unknown_id_is_none(storage: Storage) -> None:
 
 # A row TaskSpec would refuse, built by hand: the storage must refuse it
 # too (the schema's CHECK), and with it the whole batch.
-BAD = dataclasses.replace(new_task(name="bad"), priority=99)
+BAD = dataclasses.replace(new_task(name="bad"), priority=101)
 
 
 @pytest.mark.parametrize(

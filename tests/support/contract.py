@@ -77,6 +77,7 @@ def claim_request(
     *,
     limit: int = 100,
     task_types: Sequence[str] | None = None,
+    queues: Sequence[str] | None = None,
     lease_seconds: float = LEASE,
     worker_id: str = "worker-1",
     owner: Owner = OWNER,
@@ -88,6 +89,7 @@ def claim_request(
         task_types=task_types,
         token=token,
         lease_seconds=lease_seconds,
+        queues=queues,
     )
 
 

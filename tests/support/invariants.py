@@ -53,7 +53,14 @@ def check_invariants(
         assert integrity == ["ok"], f"integrity_check: {integrity}"
         conn.row_factory = sqlite3.Row
         rows = {int(r["id"]): dict(r) for r in conn.execute("SELECT * FROM tasks")}
-        counts = {r["status"]: int(r["n"]) for r in conn.execute("SELECT * FROM task_counts")}
+        counts = {
+            r["status"]: int(r["n"])
+            for r in conn.execute("SELECT status, sum(n) AS n FROM task_counts GROUP BY status")
+        }
+        per_queue = {
+            (r["queue_name"], r["status"]): int(r["n"])
+            for r in conn.execute("SELECT queue_name, status, n FROM task_counts")
+        }
     finally:
         conn.close()
     acked_ids = set(acked)
@@ -71,6 +78,9 @@ def check_invariants(
     actual = Counter(r["status"] for r in rows.values())
     for status, n in counts.items():
         assert n == actual.get(status, 0), f"task_counts[{status}] = {n}, rows say {actual}"
+    actual_per_queue = Counter((r["queue_name"], r["status"]) for r in rows.values())
+    for key, n in per_queue.items():
+        assert n == actual_per_queue.get(key, 0), f"task_counts{key} = {n}, rows say otherwise"
     return rows
 
 

@@ -2,141 +2,64 @@
 -- followed by a description; task_queue/storage/sql.py loads them once.
 -- Statements use only placeholders: nothing here is built from user input.
 
--- schema_v1 --
--- The first schema. Times are UTC epoch seconds (REAL).
-CREATE TABLE IF NOT EXISTS task_queue_meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
--- AUTOINCREMENT: ids are never reused, even after purge(), so an id in a
--- log line or a caller's hand always means the same task.
-CREATE TABLE IF NOT EXISTS tasks (
-    id               INTEGER PRIMARY KEY AUTOINCREMENT,
-    name             TEXT    NOT NULL,
-    task_type        TEXT    NOT NULL CHECK (length(task_type) > 0),
-    payload          TEXT,
-    priority         INTEGER NOT NULL CHECK (priority BETWEEN 1 AND 4),
-    status           TEXT    NOT NULL
-                     CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
-    worker_id        TEXT,
-    created_at       REAL    NOT NULL,
-    scheduled_at     REAL,
-    started_at       REAL,
-    completed_at     REAL,
-    max_retries      INTEGER NOT NULL CHECK (max_retries >= 0),
-    retry_count      INTEGER NOT NULL DEFAULT 0,
-    error_message    TEXT,
-    result           TEXT,
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    run_at           REAL    NOT NULL,
-    lease_expires_at REAL,
-    claim_token      INTEGER,
-    timeout          REAL,
-    unique_key       TEXT,
-    error_traceback  TEXT,
-    owner_host       TEXT,
-    owner_pid        INTEGER
-);
--- Per-status counts kept by triggers, so get_queue_stats() costs the same
--- at a million rows as at ten.
-CREATE TABLE IF NOT EXISTS task_counts (
-    status TEXT PRIMARY KEY,
-    n      INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT OR IGNORE INTO task_counts (status, n) VALUES
-    ('pending', 0), ('running', 0), ('completed', 0), ('failed', 0), ('cancelled', 0);
-CREATE TRIGGER IF NOT EXISTS tasks_count_insert AFTER INSERT ON tasks
-BEGIN
-    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
-END;
-CREATE TRIGGER IF NOT EXISTS tasks_count_update AFTER UPDATE OF status ON tasks
-WHEN OLD.status <> NEW.status
-BEGIN
-    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
-    UPDATE task_counts SET n = n + 1 WHERE status = NEW.status;
-END;
-CREATE TRIGGER IF NOT EXISTS tasks_count_delete AFTER DELETE ON tasks
-BEGIN
-    UPDATE task_counts SET n = n - 1 WHERE status = OLD.status;
-END;
--- No index on status alone: every task would move in it twice on its way
--- through the queue. Each status has a partial index instead, so the hot
--- path (claim, complete) touches only small indexes of live tasks, and
--- finished tasks enter exactly one index, once.
--- Finished tasks by status and finish time: purge() and listings.
-CREATE INDEX IF NOT EXISTS idx_tasks_finished ON tasks (status, completed_at)
-    WHERE status IN ('completed', 'failed', 'cancelled');
--- The claim query's index: its WHERE repeats this predicate literally and
--- its ORDER BY is this column order, so a claim is one index seek however
--- many finished rows the table holds.
-CREATE INDEX IF NOT EXISTS idx_tasks_claim ON tasks (priority DESC, run_at, id)
-    WHERE status = 'pending';
--- Scheduled time: when is the next pending task due (idle workers sleep until then).
-CREATE INDEX IF NOT EXISTS idx_tasks_scheduled ON tasks (run_at) WHERE status = 'pending';
--- Rescue: running tasks whose lease expired.
-CREATE INDEX IF NOT EXISTS idx_tasks_lease ON tasks (lease_expires_at) WHERE status = 'running';
--- Idempotent enqueue: one live task per unique_key, across processes.
-CREATE UNIQUE INDEX IF NOT EXISTS idx_tasks_unique ON tasks (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('pending', 'running');
-
 -- insert_task --
 -- Enqueue one task; returns no row when a live task already holds unique_key.
 INSERT INTO tasks (name, task_type, payload, priority, status, created_at, scheduled_at,
-                   max_retries, run_at, timeout, unique_key)
+                   max_retries, run_at, timeout, unique_key, queue_name)
 VALUES (:name, :task_type, :payload, :priority, 'pending', :now, :scheduled_at,
-        :max_retries, :run_at, :timeout, :unique_key)
+        :max_retries, :run_at, :timeout, :unique_key, :queue_name)
 ON CONFLICT DO NOTHING
 RETURNING id;
-
 -- insert_tasks --
 -- enqueue_many without unique keys, in one statement: :tasks is a JSON
 -- array of [name, task_type, payload JSON text or null, priority,
--- scheduled_at, max_retries, run_at, timeout]. Row by row this is half as
--- fast (one statement per task, measured 41k/s against 85k/s).
+-- scheduled_at, max_retries, run_at, timeout, queue_name]. Row by row this
+-- is half as fast (one statement per task, measured 41k/s against 85k/s).
 INSERT INTO tasks (name, task_type, payload, priority, status, created_at, scheduled_at,
-                   max_retries, run_at, timeout)
+                   max_retries, run_at, timeout, queue_name)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
        json_extract(value, '$[3]'), 'pending', :now, json_extract(value, '$[4]'),
-       json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]')
+       json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+       json_extract(value, '$[8]')
 FROM json_each(:tasks) ORDER BY key
 RETURNING id;
-
 -- find_live_unique --
 -- The live task holding a unique_key.
 SELECT id FROM tasks
 WHERE unique_key = :unique_key AND unique_key IS NOT NULL AND status IN ('pending', 'running');
 
--- claim_any --
--- Claim the best due tasks: highest priority, then earliest due, then
--- oldest. One statement, so two claimers can never take the same row.
--- INDEXED BY: without statistics the planner may pick another index and
--- sort every pending row (5 ms at 20,000 pending, measured with an index on
--- status) instead of reading the first rows of the claim index.
+-- claim --
+-- Claim the best due tasks of the queues served (the JSON array :queues, or
+-- every queue with pending tasks when it is NULL), none of them paused, of
+-- the task types in :types (NULL: any): highest priority, then earliest
+-- due, then oldest. One statement, so two claimers never take the same row.
+-- For each queue it reads the first :limit rows of that queue in the claim
+-- index (INDEXED BY: the planner might sort every pending row instead),
+-- and orders those few: a claim costs the same at a million pending tasks
+-- as at ten, whatever the other queues hold.
 UPDATE tasks
 SET status = 'running', worker_id = :worker_id, started_at = :now, attempts = attempts + 1,
     lease_expires_at = :lease_expires_at, claim_token = :token,
     owner_host = :owner_host, owner_pid = :owner_pid
 WHERE id IN (
-    SELECT id FROM tasks INDEXED BY idx_tasks_claim
-    WHERE status = 'pending' AND run_at <= :now
+    SELECT id FROM tasks
+    WHERE id IN (
+        SELECT t.id
+        FROM (SELECT value AS name FROM json_each(:queues) WHERE :queues IS NOT NULL
+              UNION ALL
+              SELECT queue_name FROM task_counts
+              WHERE :queues IS NULL AND status = 'pending' AND n > 0) AS q,
+             tasks AS t
+        WHERE q.name NOT IN (SELECT queue_name FROM queue_pauses)
+          AND t.id IN (
+              SELECT id FROM tasks INDEXED BY idx_tasks_claim
+              WHERE queue_name = q.name AND status = 'pending' AND run_at <= :now
+                AND (:types IS NULL OR task_type IN (SELECT value FROM json_each(:types)))
+              ORDER BY priority DESC, run_at, id
+              LIMIT :limit))
     ORDER BY priority DESC, run_at, id
     LIMIT :limit)
 RETURNING *;
-
--- claim_types --
--- As claim_any, only for the task types in the JSON array :types.
-UPDATE tasks
-SET status = 'running', worker_id = :worker_id, started_at = :now, attempts = attempts + 1,
-    lease_expires_at = :lease_expires_at, claim_token = :token,
-    owner_host = :owner_host, owner_pid = :owner_pid
-WHERE id IN (
-    SELECT id FROM tasks INDEXED BY idx_tasks_claim
-    WHERE status = 'pending' AND run_at <= :now
-      AND task_type IN (SELECT value FROM json_each(:types))
-    ORDER BY priority DESC, run_at, id
-    LIMIT :limit)
-RETURNING *;
-
 -- complete_task --
 -- Record success, only for the current holder of the claim (fencing).
 UPDATE tasks
@@ -276,18 +199,36 @@ WHERE status = :status AND status IN ('completed', 'failed', 'cancelled')
   AND (completed_at, id) < (:before_at, :before_id)
 ORDER BY completed_at DESC, id DESC LIMIT :limit;
 -- counts --
--- Tasks per status.
-SELECT status, n FROM task_counts;
+-- Tasks per status, over every queue.
+SELECT status, sum(n) FROM task_counts GROUP BY status;
 
+-- queue_counts --
+-- Tasks per queue and status (a queue stays listed, at zero, once used).
+SELECT queue_name, status, n FROM task_counts;
+
+-- pause_queue --
+-- Pause a queue (used or not); pausing it again keeps the first time.
+INSERT INTO queue_pauses (queue_name, paused_at) VALUES (:queue_name, :now)
+ON CONFLICT (queue_name) DO NOTHING;
+
+-- resume_queue --
+-- Resume a paused queue; returns its name if it was paused.
+DELETE FROM queue_pauses WHERE queue_name = :queue_name RETURNING queue_name;
+
+-- paused_queues --
+-- The paused queues.
+SELECT queue_name FROM queue_pauses;
 -- next_due --
 -- When the next pending task that is not yet due becomes due.
 SELECT min(run_at) FROM tasks INDEXED BY idx_tasks_scheduled
 WHERE status = 'pending' AND run_at > :now;
 
 -- due_by_type --
--- Due pending tasks per type (to report types no worker handles).
+-- Due pending tasks per type, in the queues of the JSON array :queues (NULL:
+-- all), to report types no worker handles.
 SELECT task_type, count(*) FROM tasks
 WHERE status = 'pending' AND run_at <= :now
+  AND (:queues IS NULL OR queue_name IN (SELECT value FROM json_each(:queues)))
 GROUP BY task_type;
 
 -- purge_finished --

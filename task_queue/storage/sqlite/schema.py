@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 
 from ...errors import DatabaseOpenError, NotAQueueDatabaseError
 from ..rows import TASK_COLUMNS
@@ -24,15 +25,13 @@ from .errors import (
     SQLITE_READONLY,
     primary_code,
 )
-from .sql import QUERIES, split_statements
+from .sql import MIGRATIONS, split_statements
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 #: PRAGMA application_id of our files: b"TQue" read as a big-endian int.
 APPLICATION_ID = 0x54517565
-SCHEMA_VERSION = 1
-
-#: Migrations by the version they produce; MIGRATIONS[1] creates schema 1.
-MIGRATIONS: dict[int, str] = {1: "schema_v1"}
+#: The schema this library writes: the last migration's number.
+SCHEMA_VERSION = max(MIGRATIONS)
 
 
 # Errors reading the schema that say nothing about whose file it is.
@@ -40,8 +39,6 @@ _NOT_ABOUT_THE_FILE = (
     SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_IOERR, SQLITE_FULL,
     SQLITE_NOMEM,
 )  # fmt: skip
-
-_OUR_TABLES = {"tasks", "task_queue_meta", "task_counts", "sqlite_sequence"}
 
 
 def prepare_file(path: str) -> None:
@@ -156,13 +153,20 @@ def _migrate(conn: sqlite3.Connection) -> None:
         # created the schema.
         app_id, tables = _inspect(conn)
         version = _schema_version(conn, app_id, tables)
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in split_statements(QUERIES[MIGRATIONS[target]]):
+        applied = list(range(version + 1, SCHEMA_VERSION + 1))
+        for target in applied:
+            for statement in split_statements(MIGRATIONS[target]):
                 conn.execute(statement)
             conn.execute(
                 "INSERT OR REPLACE INTO task_queue_meta (key, value) VALUES ('schema_version', ?)",
                 (str(target),),
             )
+        # Under the same write lock as the migrations: each is recorded
+        # exactly once, however many processes opened the file at once.
+        conn.executemany(
+            "INSERT INTO task_queue_migrations (version, applied_at, pid) VALUES (?, ?, ?)",
+            [(target, time.time(), os.getpid()) for target in applied],
+        )
         if app_id != APPLICATION_ID:
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("COMMIT")

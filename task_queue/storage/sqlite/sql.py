@@ -1,4 +1,6 @@
-"""Loads the named SQL blocks of queries.sql once, at import."""
+"""Loads the SQL once, at import: the named blocks of queries.sql, and the
+numbered migrations in migrations/ (``0002_named_queues.sql`` produces
+schema version 2)."""
 
 from __future__ import annotations
 
@@ -39,3 +41,19 @@ def split_statements(script: str) -> list[str]:
 QUERIES: dict[str, str] = _parse(
     resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
 )
+
+
+def _migrations() -> dict[int, str]:
+    found: dict[int, str] = {}
+    for entry in resources.files(__package__).joinpath("migrations").iterdir():
+        match = re.fullmatch(r"(\d{4})_[a-z0-9_]+\.sql", entry.name)
+        if match:
+            found[int(match.group(1))] = entry.read_text(encoding="utf-8")
+    numbers = sorted(found)
+    if numbers != list(range(1, len(numbers) + 1)):  # pragma: no cover - a packaging error
+        raise RuntimeError(f"task_queue migrations are not numbered 1..n: {numbers}")
+    return found
+
+
+#: The schema migrations by the version they produce.
+MIGRATIONS: dict[int, str] = _migrations()

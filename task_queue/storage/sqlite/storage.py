@@ -43,7 +43,7 @@ def _enqueue(
             "name": t.name, "task_type": t.task_type, "payload": t.payload,
             "priority": t.priority, "now": now, "scheduled_at": t.scheduled_at,
             "max_retries": t.max_retries, "run_at": t.run_at, "timeout": t.timeout,
-            "unique_key": t.unique_key,
+            "unique_key": t.unique_key, "queue_name": t.queue_name,
         }  # fmt: skip
         row = conn.execute(Q["insert_task"], params).fetchone()
         if row is not None:
@@ -59,7 +59,7 @@ def _enqueue(
 
 def _bulk_row(t: NewTask) -> list[Any]:
     return [t.name, t.task_type, t.payload, t.priority, t.scheduled_at, t.max_retries, t.run_at,
-            t.timeout]  # fmt: skip
+            t.timeout, t.queue_name]  # fmt: skip
 
 
 def _enqueue_bulk(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float) -> list[int]:
@@ -80,10 +80,9 @@ def _claim(
     params: dict[str, Any],
 ) -> tuple[set[Claim], list[Any]]:
     recorded = _complete(conn, completions, now) if completions else set()
-    query = Q["claim_any"] if params["types"] is None else Q["claim_types"]
     # Raw rows: the caller's thread turns them into Tasks, so the engine
     # thread (the one every caller waits for) is free sooner.
-    return recorded, conn.execute(query, params).fetchall()
+    return recorded, conn.execute(Q["claim"], params).fetchall()
 
 
 def _complete(conn: sqlite3.Connection, items: Sequence[Completion], now: float) -> set[Claim]:
@@ -358,6 +357,7 @@ class SqliteStorage:
             "lease_expires_at": now + request.lease_seconds, "token": request.token,
             "limit": request.limit,
             "types": None if request.task_types is None else json.dumps(list(request.task_types)),
+            "queues": None if request.queues is None else json.dumps(list(request.queues)),
             "owner_host": request.owner.host, "owner_pid": request.owner.pid,
         }  # fmt: skip
         # A plain claim is one statement; only completions make the unit
@@ -436,16 +436,37 @@ class SqliteStorage:
             params["before_id"], params["before_at"] = tasks[-1].id, tasks[-1].completed_at
         return tasks
 
-    def counts(self) -> dict[str, int]:
-        rows = self._read(_rows, "counts", {})
-        return {status: int(n) for status, n in rows}
+    def counts(self, queue_name: str | None = None) -> dict[str, int]:
+        if queue_name is None:
+            rows = self._read(_rows, "counts", {})
+            return {status: int(n) for status, n in rows}
+        return self.queue_counts().get(queue_name, {})
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for queue_name, status, n in self._read(_rows, "queue_counts", {}):
+            counts.setdefault(queue_name, {})[status] = int(n)
+        return counts
+
+    def pause(self, queue_name: str, now: float) -> None:
+        self._engine.call(
+            _rows, "pause_queue", {"queue_name": queue_name, "now": now}, savepoint=False
+        )
+
+    def resume(self, queue_name: str) -> bool:
+        rows = self._engine.call(_rows, "resume_queue", {"queue_name": queue_name}, savepoint=False)
+        return bool(rows)
+
+    def paused(self) -> set[str]:
+        return {name for (name,) in self._read(_rows, "paused_queues", {})}
 
     def next_due(self, now: float) -> float | None:
         value = self._read(_scalar, "next_due", {"now": now})
         return None if value is None else float(value)
 
-    def due_by_type(self, now: float) -> dict[str, int]:
-        rows = self._read(_rows, "due_by_type", {"now": now})
+    def due_by_type(self, now: float, queues: Sequence[str] | None = None) -> dict[str, int]:
+        chosen = None if queues is None else json.dumps(list(queues))
+        rows = self._read(_rows, "due_by_type", {"now": now, "queues": chosen})
         return {task_type: int(n) for task_type, n in rows}
 
     def expired(self, now: float, *, dead_owners: Sequence[Owner] = ()) -> list[Task]:

@@ -1,0 +1,127 @@
+-- Migration 2: named queues and pauses; integer priorities from -100 to 100
+-- (the four named levels keep their values 1..4).
+--
+-- SQLite cannot change a CHECK constraint in place, so the tasks table is
+-- rebuilt (the "12-step" way): every task is copied with queue "default".
+-- It runs in one transaction with the version bump: all of it or none.
+
+-- The triggers and indexes go with the old table; drop the triggers first,
+-- or renaming task_counts below would rewrite them to the old name.
+DROP TRIGGER IF EXISTS tasks_count_insert;
+DROP TRIGGER IF EXISTS tasks_count_update;
+DROP TRIGGER IF EXISTS tasks_count_delete;
+
+-- AUTOINCREMENT's high-water mark, which may be above max(id) after a
+-- purge: ids are never reused, across this migration too.
+CREATE TEMP TABLE migration_seq AS SELECT seq FROM sqlite_sequence WHERE name = 'tasks';
+
+CREATE TABLE tasks_v2 (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    name             TEXT    NOT NULL,
+    task_type        TEXT    NOT NULL CHECK (length(task_type) > 0),
+    payload          TEXT,
+    priority         INTEGER NOT NULL CHECK (priority BETWEEN -100 AND 100),
+    status           TEXT    NOT NULL
+                     CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    worker_id        TEXT,
+    created_at       REAL    NOT NULL,
+    scheduled_at     REAL,
+    started_at       REAL,
+    completed_at     REAL,
+    max_retries      INTEGER NOT NULL CHECK (max_retries >= 0),
+    retry_count      INTEGER NOT NULL DEFAULT 0,
+    error_message    TEXT,
+    result           TEXT,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    run_at           REAL    NOT NULL,
+    lease_expires_at REAL,
+    claim_token      INTEGER,
+    timeout          REAL,
+    unique_key       TEXT,
+    error_traceback  TEXT,
+    owner_host       TEXT,
+    owner_pid        INTEGER,
+    queue_name       TEXT    NOT NULL DEFAULT 'default'
+                     CHECK (length(queue_name) BETWEEN 1 AND 100)
+);
+INSERT INTO tasks_v2 (id, name, task_type, payload, priority, status, worker_id, created_at,
+                      scheduled_at, started_at, completed_at, max_retries, retry_count,
+                      error_message, result, attempts, run_at, lease_expires_at, claim_token,
+                      timeout, unique_key, error_traceback, owner_host, owner_pid, queue_name)
+SELECT id, name, task_type, payload, priority, status, worker_id, created_at, scheduled_at,
+       started_at, completed_at, max_retries, retry_count, error_message, result, attempts,
+       run_at, lease_expires_at, claim_token, timeout, unique_key, error_traceback, owner_host,
+       owner_pid, 'default'
+FROM tasks;
+DROP TABLE tasks;
+ALTER TABLE tasks_v2 RENAME TO tasks;
+UPDATE sqlite_sequence
+SET seq = max(seq, coalesce((SELECT seq FROM migration_seq), 0))
+WHERE name = 'tasks';
+DROP TABLE migration_seq;
+
+-- Counts per queue and status, kept by triggers: get_queue_stats() (for
+-- one queue or all) and the claim's list of queues cost the same at a
+-- million rows as at ten. A row stays (at 0) once a queue was used.
+CREATE TABLE task_counts_v2 (
+    queue_name TEXT    NOT NULL,
+    status     TEXT    NOT NULL,
+    n          INTEGER NOT NULL,
+    PRIMARY KEY (queue_name, status)
+) WITHOUT ROWID;
+INSERT INTO task_counts_v2 (queue_name, status, n)
+SELECT 'default', status, n FROM task_counts;
+DROP TABLE task_counts;
+ALTER TABLE task_counts_v2 RENAME TO task_counts;
+CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks
+BEGIN
+    INSERT INTO task_counts (queue_name, status, n) VALUES (NEW.queue_name, NEW.status, 1)
+    ON CONFLICT (queue_name, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_count_update AFTER UPDATE OF status, queue_name ON tasks
+WHEN OLD.status <> NEW.status OR OLD.queue_name <> NEW.queue_name
+BEGIN
+    UPDATE task_counts SET n = n - 1
+    WHERE queue_name = OLD.queue_name AND status = OLD.status;
+    INSERT INTO task_counts (queue_name, status, n) VALUES (NEW.queue_name, NEW.status, 1)
+    ON CONFLICT (queue_name, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks
+BEGIN
+    UPDATE task_counts SET n = n - 1
+    WHERE queue_name = OLD.queue_name AND status = OLD.status;
+END;
+
+-- Paused queues: nothing is claimed from them (the claim reads this table),
+-- in every process on the file. A queue nobody used yet may be paused.
+CREATE TABLE queue_pauses (
+    queue_name TEXT PRIMARY KEY,
+    paused_at  REAL NOT NULL
+) WITHOUT ROWID;
+
+-- No index on status alone: every task would move in it twice on its way
+-- through the queue. Each status has a partial index instead, so the hot
+-- path (claim, complete) touches only small indexes of live tasks, and
+-- finished tasks enter exactly one index, once.
+-- Finished tasks by status and finish time: purge() and listings.
+CREATE INDEX idx_tasks_finished ON tasks (status, completed_at)
+    WHERE status IN ('completed', 'failed', 'cancelled');
+-- The claim's index: per queue, in claim order. A claim reads the first
+-- rows of each queue it serves (one seek per queue), however many tasks
+-- the table or the other queues hold.
+CREATE INDEX idx_tasks_claim ON tasks (queue_name, priority DESC, run_at, id)
+    WHERE status = 'pending';
+-- Scheduled time: when is the next pending task due (idle workers sleep until then).
+CREATE INDEX idx_tasks_scheduled ON tasks (run_at) WHERE status = 'pending';
+-- Rescue: running tasks whose lease expired.
+CREATE INDEX idx_tasks_lease ON tasks (lease_expires_at) WHERE status = 'running';
+-- Idempotent enqueue: one live task per unique_key, across processes.
+CREATE UNIQUE INDEX idx_tasks_unique ON tasks (unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'running');
+
+-- Which migrations ran, when and by which process (each exactly once).
+CREATE TABLE task_queue_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at REAL    NOT NULL,
+    pid        INTEGER NOT NULL
+);
