@@ -30,17 +30,28 @@ Beyond the fixes: every write transaction starts with ``BEGIN IMMEDIATE``
 SQLITE_BUSY_SNAPSHOT, without consulting the busy timeout); contention from
 other processes is retried with bounded, jittered backoff; and one failing
 unit does not roll back the other callers' units in its batch.
+
+fork(): SQLite keeps per-process bookkeeping of the locks its connections
+hold (and mutexes of its own). A fork() landing while the engine thread is
+inside a transaction or any SQLite call copies that state, held, into the
+child, where even a brand-new connection then finds the file locked forever
+or hangs in ``sqlite3.connect``. So every live Engine is quiesced around
+fork(): the engine thread holds ``_busy`` whenever it is inside SQLite, and
+an at-fork hook takes every engine's ``_busy`` before the fork (waiting for
+the batch under way to end) and releases it on both sides after.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -105,6 +116,63 @@ class Request:
 
 _STOP = object()
 
+# -- quiescing around fork() ---------------------------------------------------------
+
+_LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()
+# Taken by the fork hook for the whole fork, so no engine is registered (and
+# starts opening a connection) between the hook's snapshot and the fork.
+_LIVE_LOCK = threading.Lock()
+_QUIESCED: list[Engine] = []
+# Connections copied into a forked child are the parent's: never closed there
+# (closing one checkpoints and may delete the parent's WAL), so kept
+# referenced until the child exits.
+_INHERITED: list[sqlite3.Connection] = []
+# How long a fork waits for a batch beyond its busy budget before it goes
+# ahead anyway: a safety valve, not a schedule.
+_FORK_WAIT_SLACK = 10.0
+
+
+def _before_fork() -> None:
+    _LIVE_LOCK.acquire()
+    me = threading.current_thread()
+    for engine in list(_LIVE):
+        if engine._thread is me:
+            # A unit forked: this thread holds the transaction open itself
+            # and cannot wait for it to end.
+            LOGGER.warning(
+                "fork() from inside a storage unit: the child inherits an open "
+                "transaction and may find the database locked"
+            )
+            continue
+        if engine._busy.acquire(timeout=engine._busy_budget + _FORK_WAIT_SLACK):
+            _QUIESCED.append(engine)
+        else:
+            LOGGER.warning("fork() went ahead while a storage batch was still running")
+
+
+def _after_fork_in_parent() -> None:
+    for engine in _QUIESCED:
+        engine._busy.release()
+    _QUIESCED.clear()
+    _LIVE_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_LIVE):
+        engine._inherited_through_fork()
+    for engine in _QUIESCED:
+        engine._busy.release()
+    _QUIESCED.clear()
+    _LIVE_LOCK.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
+
 
 def _run_statement(conn: sqlite3.Connection, sql: str, params: Any) -> list[Any]:
     cursor = conn.execute(sql, params)
@@ -136,6 +204,11 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         self._dead: BaseException | None = None
         self._exited = False
         self._conn: sqlite3.Connection | None = None
+        # Held by the engine thread whenever it is inside SQLite (see fork()
+        # in the module docstring).
+        self._busy = threading.Lock()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         init = tuple(execute_init)
         # The base constructor starts the thread, then assigns execute_init
         # and max_count; our _run() waits for _ready so it only ever sees
@@ -220,7 +293,8 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
     def _run(self) -> None:
         self._ready.wait()
         try:
-            conn = self._open()
+            with self._busy:
+                conn = self._open()
         except BaseException as exc:
             self._open_error = translate(exc, opening=True)
             self._opened.set()
@@ -234,10 +308,11 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
             self._dead = exc
             self._fail_queued(StorageError(f"storage thread crashed: {exc!r}"))
         finally:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                LOGGER.exception("closing the database failed")
+            with self._busy:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    LOGGER.exception("closing the database failed")
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -247,9 +322,9 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
             conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
             on_open = self._on_open
             if on_open is not None:
-                self._with_busy_retry(lambda: on_open(conn))
+                self._with_busy_retry(lambda: on_open(conn), conn)
             for statement in self.execute_init:
-                self._with_busy_retry(partial(conn.execute, statement))
+                self._with_busy_retry(partial(conn.execute, statement), conn)
         except BaseException:
             conn.close()
             raise
@@ -274,19 +349,20 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                     stop = True
                     break
                 batch.append(item)
-            try:
-                self._run_batch(conn, batch)
-            except Exception as exc:
-                # Our bookkeeping failed (a ROLLBACK on a broken
-                # connection...): answer everyone left, keep serving.
-                LOGGER.exception("storage batch failed")
-                error = translate(exc)
-                for request in batch:
-                    if not request.done():
-                        request._answer(error=error)
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
+            with self._busy:
+                try:
+                    self._run_batch(conn, batch)
+                except Exception as exc:
+                    # Our bookkeeping failed (a ROLLBACK on a broken
+                    # connection...): answer everyone left, keep serving.
+                    LOGGER.exception("storage batch failed")
+                    error = translate(exc)
+                    for request in batch:
+                        if not request.done():
+                            request._answer(error=error)
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
         # Anything queued after the stop marker is refused, not lost silently.
         self._fail_queued(QueueClosedError("the TaskQueue is closed"))
 
@@ -306,7 +382,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         while batch:
             try:
                 begin = "BEGIN IMMEDIATE" if write else "BEGIN"
-                self._with_busy_retry(partial(conn.execute, begin))
+                self._with_busy_retry(partial(conn.execute, begin), conn)
             except BaseException as exc:
                 error = translate(exc)
                 # Readers need no write lock (WAL): a busy writer elsewhere
@@ -353,7 +429,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                 batch = restart
                 continue
             try:
-                self._with_busy_retry(lambda: conn.execute("COMMIT"))
+                self._with_busy_retry(lambda: conn.execute("COMMIT"), conn)
             except BaseException as exc:
                 error = translate(exc)
                 if conn.in_transaction:
@@ -373,8 +449,20 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                 r._answer(result, err)
             return
 
-    def _with_busy_retry(self, action: Callable[[], Any]) -> Any:
-        """Run ``action``; on SQLITE_BUSY retry with jittered backoff until the budget."""
+    def _inherited_through_fork(self) -> None:
+        """In a forked child: this engine's thread and connection are the parent's."""
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+        self._dead = StorageError("this storage engine belongs to the parent process (fork)")
+        self._exited = True
+
+    def _with_busy_retry(self, action: Callable[[], Any], conn: sqlite3.Connection) -> Any:
+        """Run ``action``; on SQLITE_BUSY retry with jittered backoff until the budget.
+
+        Runs in the engine thread, holding ``_busy``. Between attempts outside
+        a transaction nothing of SQLite's is held, so a fork() may happen
+        then: it need not wait out another process's lock.
+        """
         deadline = time.monotonic() + self._busy_budget
         attempt = 0
         while True:
@@ -388,4 +476,12 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                     raise
                 attempt += 1
                 ceiling = min(0.1, 0.001 * (2 ** min(attempt, 10)))
-                time.sleep(min(remaining, random.uniform(0, ceiling)))
+                pause = min(remaining, random.uniform(0, ceiling))
+                if conn.in_transaction:
+                    time.sleep(pause)
+                    continue
+                self._busy.release()
+                try:
+                    time.sleep(pause)
+                finally:
+                    self._busy.acquire()
