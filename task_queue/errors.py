@@ -9,7 +9,8 @@ The tree::
     │   ├── ReadOnlyDatabaseError      the file or its directory is not writable
     │   ├── NotAQueueDatabaseError     not SQLite, corrupt, or SQLite with a foreign schema
     │   ├── DatabaseOpenError          the path cannot be opened at all
-    │   └── QueueClosedError           the TaskQueue was closed
+    │   ├── QueueClosedError           the TaskQueue was closed
+    │   └── StatementTooLargeError     a value or statement beyond SQLite's limits
     ├── PayloadError (also TypeError)  a payload or result that is not plain JSON
     ├── TaskNotFoundError (also KeyError)
     ├── TaskNotClaimedError (also ValueError)  no claim token for the task
@@ -56,6 +57,13 @@ class DatabaseOpenError(StorageError):
 
 class QueueClosedError(StorageError):
     """The TaskQueue has been closed."""
+
+
+class StatementTooLargeError(StorageError):
+    """A value or statement exceeds SQLite's limits (SQLITE_TOOBIG); nothing was written.
+
+    Unlike a busy or full database, retrying the same write cannot succeed.
+    """
 
 
 class PayloadError(TaskQueueError, TypeError):

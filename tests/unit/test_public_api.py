@@ -25,6 +25,7 @@ EXPECTED_ALL = [
     "QueueClosedError",
     "ReadOnlyDatabaseError",
     "RetryPolicy",
+    "StatementTooLargeError",
     "StorageError",
     "SystemClock",
     "Task",
@@ -77,6 +78,7 @@ def test_errors_form_one_tree() -> None:
         PayloadError,
         QueueClosedError,
         ReadOnlyDatabaseError,
+        StatementTooLargeError,
         StorageError,
         TaskNotClaimedError,
         TaskNotFoundError,
@@ -91,6 +93,7 @@ def test_errors_form_one_tree() -> None:
         NotAQueueDatabaseError,
         QueueClosedError,
         ReadOnlyDatabaseError,
+        StatementTooLargeError,
     ):
         assert issubclass(storage, StorageError)
     for error in (StorageError, PayloadError, TaskNotFoundError, TaskNotClaimedError,
