@@ -14,6 +14,7 @@ from .context import TaskCancelled, TaskContext, current_task
 from .errors import (
     DatabaseBusyError,
     DatabaseOpenError,
+    DatabaseReplacedError,
     DiskFullError,
     DuplicateTaskError,
     NotAQueueDatabaseError,
@@ -26,6 +27,7 @@ from .errors import (
     TaskNotFoundError,
     TaskQueueError,
     TaskTimeout,
+    UnsafeDatabaseFileError,
 )
 from .queue import TaskQueue
 from .registry import TASK_HANDLERS, HandlerRegistry, handler
@@ -47,6 +49,7 @@ __all__ = [
     "Clock",
     "DatabaseBusyError",
     "DatabaseOpenError",
+    "DatabaseReplacedError",
     "DiskFullError",
     "DuplicateTaskError",
     "HandlerRegistry",
@@ -69,6 +72,7 @@ __all__ = [
     "TaskQueueError",
     "TaskStatus",
     "TaskTimeout",
+    "UnsafeDatabaseFileError",
     "Worker",
     "current_task",
     "handler",

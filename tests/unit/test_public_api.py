@@ -16,6 +16,7 @@ EXPECTED_ALL = [
     "Clock",
     "DatabaseBusyError",
     "DatabaseOpenError",
+    "DatabaseReplacedError",
     "DiskFullError",
     "DuplicateTaskError",
     "HandlerRegistry",
@@ -38,6 +39,7 @@ EXPECTED_ALL = [
     "TaskQueueError",
     "TaskStatus",
     "TaskTimeout",
+    "UnsafeDatabaseFileError",
     "Worker",
     "current_task",
     "handler",
@@ -72,6 +74,7 @@ def test_errors_form_one_tree() -> None:
     from task_queue import (
         DatabaseBusyError,
         DatabaseOpenError,
+        DatabaseReplacedError,
         DiskFullError,
         DuplicateTaskError,
         NotAQueueDatabaseError,
@@ -84,6 +87,7 @@ def test_errors_form_one_tree() -> None:
         TaskNotFoundError,
         TaskQueueError,
         TaskTimeout,
+        UnsafeDatabaseFileError,
     )
 
     for storage in (
@@ -94,6 +98,8 @@ def test_errors_form_one_tree() -> None:
         QueueClosedError,
         ReadOnlyDatabaseError,
         StatementTooLargeError,
+        UnsafeDatabaseFileError,
+        DatabaseReplacedError,
     ):
         assert issubclass(storage, StorageError)
     for error in (StorageError, PayloadError, TaskNotFoundError, TaskNotClaimedError,

@@ -58,7 +58,12 @@ from typing import Any
 
 from sqlite_worker import SqliteWorker  # type: ignore[import-untyped]
 
-from ...errors import QueueClosedError, StorageError
+from ...errors import (
+    DatabaseReplacedError,
+    QueueClosedError,
+    StorageError,
+    UnsafeDatabaseFileError,
+)
 from .errors import is_busy, is_transaction_fatal, translate
 
 LOGGER = logging.getLogger("task_queue.storage")
@@ -207,6 +212,10 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         # Held by the engine thread whenever it is inside SQLite (see fork()
         # in the module docstring).
         self._busy = threading.Lock()
+        # (st_dev, st_ino) of the file opened, and the path that must keep
+        # naming it; None for in-memory databases.
+        self._identity: tuple[int, int] | None = None
+        self._identity_path = ""
         with _LIVE_LOCK:
             _LIVE.add(self)
         init = tuple(execute_init)
@@ -319,6 +328,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
             self._file_name, isolation_level=None, check_same_thread=False, timeout=0
         )
         try:
+            self._remember_file(conn)
             conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
             on_open = self._on_open
             if on_open is not None:
@@ -329,6 +339,51 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
             conn.close()
             raise
         return conn
+
+    def _remember_file(self, conn: sqlite3.Connection) -> None:
+        """Note which file the connection opened; refuse one with several names."""
+        row = conn.execute("PRAGMA database_list").fetchone()
+        opened = str(row[2]) if row is not None and row[2] else ""
+        if not opened:
+            return  # in-memory or temporary: no file to lose
+        name = os.fspath(self._file_name)
+        # The caller's own path, made absolute now (a later chdir must not
+        # change what it names); SQLite's resolved one for URIs.
+        path = opened if name.startswith("file:") else os.path.abspath(name)
+        info = os.stat(path)
+        if info.st_nlink > 1:
+            raise UnsafeDatabaseFileError(
+                f"{name!r} has {info.st_nlink} names (hard links); refusing it, nothing was "
+                "written: SQLite keeps the write-ahead log beside the name it was opened by, "
+                "so two names get two WALs and writes made through one silently vanish from "
+                "the other while its index corrupts. Remove the extra links (or copy the file)"
+            )
+        self._identity = (info.st_dev, info.st_ino)
+        self._identity_path = path
+
+    def _replaced(self, *, committed: bool = False) -> DatabaseReplacedError | None:
+        """An error if the path no longer names the file we opened (one stat, ~2 µs)."""
+        if self._identity is None:
+            return None
+        try:
+            info = os.stat(self._identity_path)
+        except (FileNotFoundError, NotADirectoryError):
+            how = "deleted"
+        except OSError:
+            return None  # cannot tell (a directory made unreadable): SQLite will say
+        else:
+            if (info.st_dev, info.st_ino) == self._identity:
+                return None
+            how = "replaced by another file"
+        outcome = (
+            "this write went to the old file, not to that path"
+            if committed
+            else "nothing was written"
+        )
+        return DatabaseReplacedError(
+            f"the file at {os.fspath(self._file_name)!r} was {how} while the queue was open; "
+            f"{outcome}. Reopen the queue"
+        )
 
     def _process_queries(self) -> None:
         assert self._conn is not None
@@ -380,6 +435,13 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
         write = not all(r.readonly for r in batch)
         while batch:
+            replaced = self._replaced()
+            if replaced is not None:
+                # Whatever we would write or read is in a file no longer at
+                # the path: every caller of the batch hears so.
+                for r in batch:
+                    r._answer(error=replaced)
+                return
             try:
                 begin = "BEGIN IMMEDIATE" if write else "BEGIN"
                 self._with_busy_retry(partial(conn.execute, begin), conn)
@@ -444,6 +506,13 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                     return
                 batch, write = readers, False
                 continue
+            replaced = self._replaced(committed=True) if write else None
+            if replaced is not None:
+                # Replaced while we committed (an fsync can take long):
+                # durable, but in a file no reader of the path will see.
+                for r, _, _ in answers:
+                    r._answer(error=replaced)
+                return
             # Answer only now that the transaction is durable (fix 5).
             for r, result, err in answers:
                 r._answer(result, err)
