@@ -106,8 +106,8 @@ def _describe(obj: Any) -> str:
     """repr() for messages, which must not fail because of the object itself."""
     try:
         text = repr(obj)
-    except Exception:
-        return f"<{type(obj).__name__} object whose repr() failed>"
+    except Exception as exc:
+        return f"<{type(obj).__name__} object; its repr() raised {_describe_error(exc)}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
