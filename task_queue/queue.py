@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from .clock import SYSTEM_CLOCK, Clock
 from .errors import TaskNotClaimedError, TaskNotFoundError
+from .interrupted import attach_task_ids
 from .payload import DEFAULT_MAX_BYTES, encode
 from .retry import RetryPolicy
 from .storage.base import Claim, Failure, NewTask, Storage
@@ -91,7 +92,9 @@ class TaskQueue:
 
     def _init_process_state(self) -> None:
         self._pid = os.getpid()
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler enqueueing runs in the middle of this
+        # thread's own enqueue(), possibly while it holds the lock.
+        self._lock = threading.RLock()
         self._listeners: set[Wakeable] = set()
         # Claim tokens handed out by dequeue(), for seed.md's
         # complete_task(task['id']) calls that carry no token: the calling
@@ -132,9 +135,14 @@ class TaskQueue:
             timeout=timeout, unique_key=unique_key,
         )  # fmt: skip
         self._check_fork()
-        task_id = self.storage.enqueue([task], now)[0]
-        self._notify()
-        return task_id
+        ids: list[int] | None = None
+        try:
+            ids = self.storage.enqueue([task], now)
+            self._notify()
+        except BaseException as exc:
+            attach_task_ids(exc, ids)  # an interrupt says what it committed
+            raise
+        return ids[0]
 
     def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[int]:
         """Add many tasks in one transaction: all of them, or none (on any error).
@@ -156,8 +164,13 @@ class TaskQueue:
         if not batch:
             return []
         self._check_fork()
-        ids = self.storage.enqueue(batch, now)
-        self._notify()
+        ids: list[int] | None = None
+        try:
+            ids = self.storage.enqueue(batch, now)
+            self._notify()
+        except BaseException as exc:
+            attach_task_ids(exc, ids)  # an interrupt says what it committed
+            raise
         return ids
 
     def _new_task(

@@ -64,6 +64,7 @@ from ...errors import (
     StorageError,
     UnsafeDatabaseFileError,
 )
+from ...interrupted import is_noted, note_error, note_result, note_unknown
 from .errors import is_busy, is_transaction_fatal, translate
 
 LOGGER = logging.getLogger("task_queue.storage")
@@ -75,13 +76,19 @@ UnitFn = Callable[..., Any]
 _SQLITE_BUSY_MS = 25
 
 
+# Request._state: how far handing the request to the engine thread got.
+_NEW, _QUEUING, _QUEUED = 0, 1, 2
+
+
 class Request:
     """One unit of work and, once answered, its outcome.
 
     Returned by :meth:`Engine.execute` as the "token" of sqlite-worker's API.
     """
 
-    __slots__ = ("_answered", "_lock", "args", "error", "fn", "readonly", "result", "savepoint")
+    __slots__ = (
+        "_answered", "_lock", "_state", "args", "error", "fn", "readonly", "result", "savepoint",
+    )  # fmt: skip
 
     def __init__(
         self, fn: UnitFn, args: tuple[Any, ...], *, readonly: bool, savepoint: bool
@@ -92,6 +99,7 @@ class Request:
         self.savepoint = savepoint
         self.result: Any = None
         self.error: BaseException | None = None
+        self._state = _NEW
         # A bare lock, held until the answer: waiting on it is one C call,
         # several times cheaper than threading.Event's Condition (measured
         # as the largest per-request cost after the SQL itself).
@@ -103,20 +111,56 @@ class Request:
         return self._answered
 
     def wait(self, timeout: float | None = None) -> Any:
-        """Block until answered; return the result or raise the error."""
+        """Block until answered; return the result or raise the error.
+
+        An interrupt (KeyboardInterrupt, or any exception raised
+        asynchronously in this thread) while waiting does not abandon the
+        unit, which is queued and will commit or fail regardless: the wait
+        goes on until the answer, then the interrupt is raised with the
+        outcome noted on it (see :mod:`task_queue.interrupted`). A second
+        interrupt abandons the wait, noted as unknown.
+        """
         if not self._answered:
-            if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            try:
+                answered = self._lock.acquire(timeout=-1 if timeout is None else timeout)
+            except BaseException as interrupt:
+                self._outlast(interrupt)
+                raise
+            if not answered:
                 raise TimeoutError("the storage engine did not answer in time")
             self._lock.release()  # let any other waiter through too
         if self.error is not None:
             raise self.error
         return self.result
 
+    def _outlast(self, interrupt: BaseException) -> None:
+        """Wait on past ``interrupt`` for the answer, and note it on the interrupt."""
+        if not self._answered:
+            try:
+                self._lock.acquire()
+            except BaseException as again:
+                self._note(again)
+                raise
+            self._lock.release()
+        self._note(interrupt)
+
+    def _note(self, exc: BaseException) -> None:
+        if not self._answered:
+            note_unknown(exc)
+        elif self.error is not None:
+            note_error(exc, self.error)
+        else:
+            note_result(exc, self.result)
+
     def _answer(self, result: Any = None, error: BaseException | None = None) -> None:
         self.result = result
         self.error = error
         self._answered = True
         self._lock.release()
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
 
 
 _STOP = object()
@@ -189,6 +233,9 @@ def _run_statement(conn: sqlite3.Connection, sql: str, params: Any) -> list[Any]
 class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type hints
     """A connection-owning thread that runs queued units in group commits."""
 
+    #: The queue's type; tests interpose a subclass to interrupt a put.
+    _queue_class: type[queue.SimpleQueue[object]] = queue.SimpleQueue
+
     def __init__(
         self,
         file_name: str,
@@ -230,7 +277,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         # queue.Queue's Python-level Condition. Callers wait for their own
         # answers, so the queue is bounded by the number of callers plus
         # the Workers' bounded in-flight outcomes; no maxsize needed.
-        self._sql_queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._sql_queue: queue.SimpleQueue[object] = self._queue_class()
         self.execute_init = init
         self.max_count = max(1, int(max_count))
         self._ready.set()
@@ -283,20 +330,88 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         return request
 
     def call(self, fn: UnitFn, *args: Any, readonly: bool = False, savepoint: bool = True) -> Any:
-        """Run ``fn(conn, *args)`` in the engine thread and return its result."""
-        return self.submit(fn, *args, readonly=readonly, savepoint=savepoint).wait()
+        """Run ``fn(conn, *args)`` in the engine thread and return its result.
+
+        An interrupt anywhere in here is raised only once the outcome is
+        certain, and carries it (see :meth:`Request.wait`): also when it
+        lands while the request is being queued, or just after the answer.
+        """
+        if self._close_event.is_set():
+            raise QueueClosedError("the TaskQueue is closed")
+        request = Request(fn, args, readonly=readonly, savepoint=savepoint)
+        try:
+            self._put(request)
+            return request.wait()
+        except BaseException as exc:
+            if exc is request.error or is_noted(exc):
+                raise  # the unit's own outcome, or one wait() already noted
+            if request._state == _NEW:
+                if not isinstance(exc, QueueClosedError):
+                    note_error(exc, exc)  # interrupted before it was queued
+                raise
+            if request._state == _QUEUING and not request._answered:
+                self._await_queue_behind(request, exc)
+            if request._state == _QUEUING and not request._answered:
+                note_error(exc, exc)  # the put never happened
+            else:
+                request._outlast(exc)
+            raise
+
+    def _await_queue_behind(self, request: Request, interrupt: BaseException) -> None:
+        """Return once ``request`` is answered, or certainly was never queued.
+
+        The interrupt landed around the put itself, so whether the request
+        is in the queue is unknown. The queue is FIFO: once a probe queued
+        now is answered, anything queued before it was answered too.
+        """
+        try:
+            probe = Request(_nothing, (), readonly=True, savepoint=False)
+            try:
+                self._put(probe)
+            except QueueClosedError:
+                # The thread has exited, or is draining: once it is gone,
+                # everything it will ever answer is answered.
+                if self._thread is not threading.current_thread():
+                    self._thread.join()
+                self._refuse_queued()
+                return
+            if not probe._answered:
+                probe._lock.acquire()
+        except BaseException as again:
+            request._note(again)
+            raise
 
     @property
     def alive(self) -> bool:
         return bool(self._thread.is_alive())
 
     def _put(self, item: object) -> None:
-        # Under the lock the thread takes for its final drain: an item is
-        # either seen by that drain or refused here, never stranded.
-        with self._lock:
-            if self._exited:
-                raise QueueClosedError("the TaskQueue is closed") from self._dead
-            self._sql_queue.put(item)
+        # No lock: a signal handler may run this in the middle of the same
+        # thread's own _put (SimpleQueue.put is reentrant for that reason).
+        # The thread sets _exited before its final drain, so an item put
+        # after that drain ended is seen here and refused, never stranded.
+        if self._exited:
+            raise QueueClosedError("the TaskQueue is closed") from self._dead
+        request = item if isinstance(item, Request) else None
+        if request is not None:
+            request._state = _QUEUING
+        self._sql_queue.put(item)
+        if request is not None:
+            request._state = _QUEUED
+        if self._exited:
+            self._refuse_queued()
+
+    def _refuse_queued(self) -> None:
+        """Answer whatever the exited thread's final drain may have missed."""
+        error = QueueClosedError("the TaskQueue is closed")
+        error.__cause__ = self._dead
+        while True:
+            try:
+                item = self._sql_queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Request) and not item._answered:
+                item._answer(error=error)
 
     # -- the thread -------------------------------------------------------------
     def _run(self) -> None:
@@ -422,8 +537,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         self._fail_queued(QueueClosedError("the TaskQueue is closed"))
 
     def _fail_queued(self, error: BaseException) -> None:
-        with self._lock:
-            self._exited = True
+        self._exited = True
         while True:
             try:
                 item = self._sql_queue.get_nowait()
