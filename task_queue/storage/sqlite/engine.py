@@ -75,6 +75,16 @@ UnitFn = Callable[..., Any]
 # adds jitter between attempts and SQLite's handler is an unfair poll.
 _SQLITE_BUSY_MS = 25
 
+# A reader holding a snapshot keeps the WAL from being reset, and it only
+# grows; once the reader lets go, nothing shrinks it unless a writer comes
+# along (and then only to journal_size_limit). So an engine idle this long
+# after writing, with a WAL above this size, checkpoints it to zero bytes.
+# It retries (less and less often) while readers or writers elsewhere
+# keep it from completing; it never waits for them.
+_IDLE_CHECKPOINT_AFTER = 0.5
+_IDLE_CHECKPOINT_MAX_INTERVAL = 30.0
+_WAL_TRUNCATE_ABOVE = 1 << 20
+
 
 # Request._state: how far handing the request to the engine thread got.
 _NEW, _QUEUING, _QUEUED = 0, 1, 2
@@ -263,6 +273,9 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         # naming it; None for in-memory databases.
         self._identity: tuple[int, int] | None = None
         self._identity_path = ""
+        # Seconds of idleness after which to look at the WAL's size; None
+        # while nothing was written since the last look.
+        self._checkpoint_in: float | None = None
         with _LIVE_LOCK:
             _LIVE.add(self)
         init = tuple(execute_init)
@@ -506,7 +519,15 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         q = self._sql_queue
         stop = False
         while not stop:
-            first = q.get()
+            if self._checkpoint_in is None:
+                first = q.get()
+            else:
+                try:
+                    first = q.get(timeout=self._checkpoint_in)
+                except queue.Empty:
+                    with self._busy:
+                        self._idle_checkpoint(conn)
+                    continue
             if not isinstance(first, Request):  # the stop marker
                 break
             batch: list[Request] = [first]
@@ -519,6 +540,8 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                     stop = True
                     break
                 batch.append(item)
+            if self._identity is not None and not all(r.readonly for r in batch):
+                self._checkpoint_in = _IDLE_CHECKPOINT_AFTER
             with self._busy:
                 try:
                     self._run_batch(conn, batch)
@@ -535,6 +558,34 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                             conn.execute("ROLLBACK")
         # Anything queued after the stop marker is refused, not lost silently.
         self._fail_queued(QueueClosedError("the TaskQueue is closed"))
+
+    def _idle_checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Shrink a WAL that grew (a reader held it) back to nothing, never waiting."""
+        if self._replaced() is not None:
+            self._checkpoint_in = None
+            return
+        try:
+            size = os.stat(self._identity_path + "-wal").st_size
+        except OSError:
+            size = 0
+        if size <= _WAL_TRUNCATE_ABOVE:
+            self._checkpoint_in = None
+            return
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+        except sqlite3.Error:
+            LOGGER.debug("idle WAL checkpoint failed", exc_info=True)
+            busy = 1
+        if busy:
+            # A reader still holds an old snapshot, or a writer the lock.
+            assert self._checkpoint_in is not None
+            self._checkpoint_in = min(self._checkpoint_in * 2, _IDLE_CHECKPOINT_MAX_INTERVAL)
+        else:
+            self._checkpoint_in = None
 
     def _fail_queued(self, error: BaseException) -> None:
         self._exited = True
