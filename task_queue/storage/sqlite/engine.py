@@ -39,6 +39,17 @@ or hangs in ``sqlite3.connect``. So every live Engine is quiesced around
 fork(): the engine thread holds ``_busy`` whenever it is inside SQLite, and
 an at-fork hook takes every engine's ``_busy`` before the fork (waiting for
 the batch under way to end) and releases it on both sides after.
+
+The file: a database with several names (hard links) is refused at open,
+since SQLite keeps one WAL per name; and the path is re-checked around each
+batch, so a file deleted or replaced while open fails the batch instead of
+taking writes no one will read. After writing, an idle engine shrinks a WAL
+that a long reader let grow.
+
+Interrupts: submitting takes no lock (a signal handler may submit in the
+middle of its own thread's submit), and a caller interrupted while waiting
+keeps waiting for the answer, then raises the interrupt with the outcome
+noted on it (task_queue/interrupted.py).
 """
 
 from __future__ import annotations
@@ -363,14 +374,17 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                     note_error(exc, exc)  # interrupted before it was queued
                 raise
             if request._state == _QUEUING and not request._answered:
-                self._await_queue_behind(request, exc)
+                self._await_queue_behind(request)
             if request._state == _QUEUING and not request._answered:
                 note_error(exc, exc)  # the put never happened
             else:
+                if self._exited:
+                    # The interrupt may have cut _put short of refusing it.
+                    self._refuse_queued()
                 request._outlast(exc)
             raise
 
-    def _await_queue_behind(self, request: Request, interrupt: BaseException) -> None:
+    def _await_queue_behind(self, request: Request) -> None:
         """Return once ``request`` is answered, or certainly was never queued.
 
         The interrupt landed around the put itself, so whether the request
