@@ -7,6 +7,7 @@ import sqlite3
 from ...errors import (
     DatabaseBusyError,
     DatabaseOpenError,
+    DatabaseReplacedError,
     DiskFullError,
     NotAQueueDatabaseError,
     PayloadError,
@@ -15,6 +16,7 @@ from ...errors import (
     StatementTooLargeError,
     StorageError,
     TaskQueueError,
+    UnsafeDatabaseFileError,
 )
 
 # Primary result codes (sqlite3.h). Python 3.11 exposes them on the
@@ -113,6 +115,9 @@ _PERMANENT: tuple[type[BaseException], ...] = (
     PayloadError,
     NotAQueueDatabaseError,
     QueueClosedError,
+    # This connection holds a file no longer at the path: only reopening helps.
+    DatabaseReplacedError,
+    UnsafeDatabaseFileError,
 )
 _PERMANENT_CODES = (SQLITE_TOOBIG,)
 

@@ -15,6 +15,7 @@ import pytest
 
 from task_queue import (
     DatabaseBusyError,
+    DatabaseReplacedError,
     DiskFullError,
     PayloadError,
     StatementTooLargeError,
@@ -80,6 +81,7 @@ def test_an_enqueue_past_the_limit_raises_it_to_the_caller(tmp_path: Path) -> No
 
 def test_what_is_permanent() -> None:
     assert is_permanent(PayloadError("not JSON"))
+    assert is_permanent(DatabaseReplacedError("the file was deleted"))
     assert is_permanent(sqlite3.IntegrityError("UNIQUE constraint failed"))
     assert is_permanent(translate(sqlite3.DataError("string or blob too big")))
     assert not is_permanent(DatabaseBusyError("locked"))
