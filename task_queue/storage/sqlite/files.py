@@ -35,6 +35,8 @@ from ...errors import UnsafeDatabaseFileError
 
 SIDECARS = ("-wal", "-shm")
 PRIVATE_MODE = 0o600
+# Owners and modes mean nothing to these checks without POSIX users.
+_POSIX = hasattr(os, "geteuid")
 
 
 class Owner:
@@ -51,6 +53,8 @@ class Owner:
 
     @classmethod
     def new(cls) -> Owner:
+        if not _POSIX:
+            return cls(0, 0, PRIVATE_MODE)
         return cls(os.geteuid(), os.getegid(), PRIVATE_MODE)
 
 
@@ -67,6 +71,8 @@ def _grants_more(side: os.stat_result, db: Owner) -> bool:
 
 def check_sidecars(path: str, db: Owner) -> None:
     """Refuse a planted ``-wal``/``-shm``; tighten one of ours that is too open."""
+    if not _POSIX:
+        return
     me = os.geteuid()
     for suffix in SIDECARS:
         side_path = path + suffix
@@ -106,6 +112,8 @@ def check_sidecars(path: str, db: Owner) -> None:
 
 def claim_new_database(path: str) -> None:
     """We are about to create a queue in the existing file ``path``: it must be ours."""
+    if not _POSIX:
+        return
     info = os.stat(path)
     me = os.geteuid()
     if info.st_uid != me:
