@@ -9,7 +9,10 @@ The tree::
     │   ├── ReadOnlyDatabaseError      the file or its directory is not writable
     │   ├── NotAQueueDatabaseError     not SQLite, corrupt, or SQLite with a foreign schema
     │   ├── DatabaseOpenError          the path cannot be opened at all
-    │   └── QueueClosedError           the TaskQueue was closed
+    │   ├── QueueClosedError           the TaskQueue was closed
+    │   ├── StatementTooLargeError     a value or statement beyond SQLite's limits
+    │   ├── UnsafeDatabaseFileError    hard-linked, or open to other users at creation
+    │   └── DatabaseReplacedError      the file was deleted or replaced while open
     ├── PayloadError (also TypeError)  a payload or result that is not plain JSON
     ├── TaskNotFoundError (also KeyError)
     ├── TaskNotClaimedError (also ValueError)  no claim token for the task
@@ -57,6 +60,30 @@ class DatabaseOpenError(StorageError):
 
 class QueueClosedError(StorageError):
     """The TaskQueue has been closed."""
+
+
+class StatementTooLargeError(StorageError):
+    """A value or statement exceeds SQLite's limits (SQLITE_TOOBIG); nothing was written.
+
+    Unlike a busy or full database, retrying the same write cannot succeed.
+    """
+
+
+class UnsafeDatabaseFileError(StorageError):
+    """The database file cannot be used safely; it was refused before anything was written.
+
+    A file with more than one name (hard links): SQLite names the WAL after
+    the path, so two names mean two WALs for one file, and writes through
+    one name silently vanish from the other while the index corrupts.
+    """
+
+
+class DatabaseReplacedError(StorageError):
+    """The file at the queue's path was deleted or replaced while the queue was open.
+
+    The connection still holds the old file, so a write would go where no
+    one will ever read it: nothing is written; reopen the queue.
+    """
 
 
 class PayloadError(TaskQueueError, TypeError):

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .errors import PayloadError
 
@@ -27,6 +30,11 @@ _MAX_INT_BITS = 13_000
 
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
+T = TypeVar("T")
+
+# Exact types that need no look inside (not int: it has a size limit).
+_PLAIN = frozenset({str, bool, type(None)})
+
 
 def encode(value: Any, *, what: str = "payload", max_bytes: int = DEFAULT_MAX_BYTES) -> str | None:
     """Return the JSON text for ``value`` or raise :class:`PayloadError`.
@@ -36,11 +44,21 @@ def encode(value: Any, *, what: str = "payload", max_bytes: int = DEFAULT_MAX_BY
     """
     if value is None:
         return None
-    _check(value, what, 0)
     try:
-        text = _ENCODER.encode(value)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise PayloadError(f"{what} is not JSON-serializable: {exc}") from exc
+        _check(value, what)
+    except PayloadError:
+        raise
+    except Exception as exc:  # a hostile __eq__, items(), __iter__...
+        raise PayloadError(f"{what} could not be inspected: {_describe_error(exc)}") from exc
+    try:
+        text = _deep_enough(_ENCODER.encode, value)
+    except RecursionError as exc:
+        raise PayloadError(
+            f"{what} is nested too deeply to encode under this interpreter's recursion limit "
+            f"({sys.getrecursionlimit()}); raise it or flatten the {what}"
+        ) from exc
+    except Exception as exc:
+        raise PayloadError(f"{what} is not JSON-serializable: {_describe_error(exc)}") from exc
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
@@ -51,38 +69,95 @@ def encode(value: Any, *, what: str = "payload", max_bytes: int = DEFAULT_MAX_BY
 
 
 def decode(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    return None if text is None else _deep_enough(json.loads, text)
 
 
-def _check(value: Any, what: str, depth: int) -> None:
-    """Reject what json would accept but not round-trip exactly."""
-    if depth > MAX_DEPTH:
-        raise PayloadError(f"{what} is nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, (bool, str)):
-        return
-    if isinstance(value, int):
-        # int subclasses (IntEnum) encode as their value; huge ints are
-        # refused by int->str conversion limits on decode (Python 3.11+).
-        if value.bit_length() > _MAX_INT_BITS:
-            raise PayloadError(f"{what} contains an integer too large to round-trip")
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise PayloadError(f"{what} contains {value!r}, which JSON cannot represent")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise PayloadError(
-                    f"{what} has a non-string key {key!r}; "
-                    "JSON would silently turn it into a string"
-                )
-            _check(item, what, depth + 1)
-        return
-    if isinstance(value, list):
-        for item in value:
-            _check(item, what, depth + 1)
-        return
-    if isinstance(value, tuple):
-        raise PayloadError(f"{what} contains a tuple, which would come back as a list; use a list")
-    raise PayloadError(f"{what} contains {type(value).__name__!s}, which is not JSON-serializable")
+def _deep_enough(fn: Callable[[Any], T], arg: Any) -> T:
+    """``fn(arg)``, on a fresh stack if the caller's is too deep for it.
+
+    json recurses once per nesting level and, in CPython 3.11, that counts
+    against the same recursion limit as the caller's own frames: a payload
+    nested 150 deep fails in a caller already 900 frames deep, although it
+    is well within MAX_DEPTH. A new thread starts with an empty stack.
+    """
+    try:
+        return fn(arg)
+    except RecursionError:
+        pass
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn(arg)))
+        except BaseException as exc:
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="task_queue-json", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    result: T = value
+    return result
+
+
+def _describe(obj: Any) -> str:
+    """repr() for messages, which must not fail because of the object itself."""
+    try:
+        text = repr(obj)
+    except Exception as exc:
+        return f"<{type(obj).__name__} object; its repr() raised {_describe_error(exc)}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _describe_error(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__
+
+
+def _check(value: Any, what: str) -> None:
+    """Reject what json would accept but not round-trip exactly.
+
+    Iterative, not recursive: the caller may already be deep in its stack,
+    and the nesting under inspection is what we are bounding.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PayloadError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+        if value is None or isinstance(value, (bool, str)):
+            continue
+        if isinstance(value, int):
+            # int subclasses (IntEnum) encode as their value; huge ints are
+            # refused by int->str conversion limits on decode (Python 3.11+).
+            if value.bit_length() > _MAX_INT_BITS:
+                raise PayloadError(f"{what} contains an integer too large to round-trip")
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise PayloadError(f"{what} contains {float(value)!r}, which JSON cannot represent")
+            continue
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise PayloadError(
+                        f"{what} has a non-string key {_describe(key)}; "
+                        "JSON would silently turn it into a string"
+                    )
+                if type(item) not in _PLAIN:
+                    stack.append((item, depth + 1))
+            continue
+        if isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value if type(item) not in _PLAIN)
+            continue
+        if isinstance(value, tuple):
+            raise PayloadError(
+                f"{what} contains a tuple, which would come back as a list; use a list"
+            )
+        raise PayloadError(
+            f"{what} contains {type(value).__name__!s}, which is not JSON-serializable"
+        )

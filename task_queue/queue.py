@@ -33,6 +33,7 @@ from .clock import SYSTEM_CLOCK, Clock
 from .context import current_task
 from .errors import TaskNotClaimedError, TaskNotFoundError
 from .events import Event, EventKind, Hook, Hooks
+from .interrupted import attach_task_ids
 from .maintenance import Rescuer, RescueService
 from .notify import Listeners, Wakeable
 from .owner import host_id
@@ -208,11 +209,19 @@ class TaskQueue:
                     raise
                 raise type(exc)(f"task #{index}: {exc}") from exc
         self._check_fork()
-        stored = self.storage.enqueue(rows, now)
-        self._listeners.notify()
-        self.hooks.emit_lazy(
-            lambda: [Event(EventKind.ENQUEUED, task_id, at=now) for task_id, new in stored if new]
-        )
+        stored: list[tuple[int, bool]] | None = None
+        try:
+            # Nothing between the call and the assignment: an interrupt
+            # (Ctrl-C) either lands in the storage's wait, which then says
+            # what committed, or after ``stored`` holds the ids.
+            stored = self.storage.enqueue(rows, now)
+            self._listeners.notify()
+            self.hooks.emit_lazy(
+                lambda: [Event(EventKind.ENQUEUED, i, at=now) for i, new in stored or () if new]
+            )
+        except BaseException as exc:
+            attach_task_ids(exc, None if stored is None else [i for i, _ in stored])
+            raise
         return [task_id for task_id, _ in stored]
 
     # -- claim -----------------------------------------------------------------

@@ -10,19 +10,17 @@ not be able to read the interpreter's own directories).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pwd
 import shutil
 import sqlite3
 import tempfile
 import threading
-import time
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support.users import non_root_user, run_as
 
 from task_queue import (
     DatabaseOpenError,
@@ -36,21 +34,10 @@ from task_queue import (
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
-def _non_root_user() -> pwd.struct_passwd | None:
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid())
-    for name in ("nobody", "nfsnobody"):
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            continue
-    return None
-
-
 @pytest.fixture
 def user_dir() -> Iterator[tuple[pwd.struct_passwd, Path]]:
     """A directory the non-root user owns (tmp_path is root's, mode 0700)."""
-    user = _non_root_user()
+    user = non_root_user()
     if user is None:
         pytest.skip("running as root and no unprivileged user (nobody) to switch to")
     path = Path(tempfile.mkdtemp(prefix="tq-readonly-"))
@@ -59,46 +46,6 @@ def user_dir() -> Iterator[tuple[pwd.struct_passwd, Path]]:
         yield user, path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def run_as(user: pwd.struct_passwd, scenario: Callable[[], None], timeout: float = 60) -> None:
-    """Run ``scenario`` in a forked child as ``user``; re-raise its failure here."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        status = 1
-        try:
-            os.close(read_end)
-            if os.geteuid() == 0:
-                os.setgroups([])
-                os.setgid(user.pw_gid)
-                os.setuid(user.pw_uid)
-            assert os.geteuid() != 0
-            scenario()
-            message, status = "ok", 0
-        except BaseException:
-            message = traceback.format_exc()
-        finally:
-            try:
-                os.write(write_end, json.dumps(message).encode())
-                os.close(write_end)
-            finally:
-                os._exit(status)
-    os.close(write_end)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            raise AssertionError(f"the read-only scenario did not finish within {timeout}s")
-        time.sleep(0.01)
-    with os.fdopen(read_end, "rb") as pipe:
-        raw = pipe.read()
-    message = json.loads(raw) if raw else f"child exited with status {status} and no report"
-    assert message == "ok", f"in the child process (uid {user.pw_uid}):\n{message}"
 
 
 def _digest(path: Path) -> str:

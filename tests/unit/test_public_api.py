@@ -17,6 +17,7 @@ EXPECTED_ALL = [
     "Clock",
     "DatabaseBusyError",
     "DatabaseOpenError",
+    "DatabaseReplacedError",
     "DiskFullError",
     "DuplicateTaskError",
     "Event",
@@ -29,6 +30,7 @@ EXPECTED_ALL = [
     "QueueClosedError",
     "ReadOnlyDatabaseError",
     "RetryPolicy",
+    "StatementTooLargeError",
     "StorageError",
     "SystemClock",
     "Task",
@@ -42,6 +44,7 @@ EXPECTED_ALL = [
     "TaskSpec",
     "TaskStatus",
     "TaskTimeout",
+    "UnsafeDatabaseFileError",
     "Worker",
     "WorkerOptions",
     "current_task",
@@ -77,17 +80,20 @@ def test_errors_form_one_tree() -> None:
     from task_queue import (
         DatabaseBusyError,
         DatabaseOpenError,
+        DatabaseReplacedError,
         DiskFullError,
         DuplicateTaskError,
         NotAQueueDatabaseError,
         PayloadError,
         QueueClosedError,
         ReadOnlyDatabaseError,
+        StatementTooLargeError,
         StorageError,
         TaskNotClaimedError,
         TaskNotFoundError,
         TaskQueueError,
         TaskTimeout,
+        UnsafeDatabaseFileError,
     )
 
     for storage in (
@@ -97,6 +103,9 @@ def test_errors_form_one_tree() -> None:
         NotAQueueDatabaseError,
         QueueClosedError,
         ReadOnlyDatabaseError,
+        StatementTooLargeError,
+        UnsafeDatabaseFileError,
+        DatabaseReplacedError,
     ):
         assert issubclass(storage, StorageError)
     for error in (StorageError, PayloadError, TaskNotFoundError, TaskNotClaimedError,

@@ -30,24 +30,52 @@ Beyond the fixes: every write transaction starts with ``BEGIN IMMEDIATE``
 SQLITE_BUSY_SNAPSHOT, without consulting the busy timeout); contention from
 other processes is retried with bounded, jittered backoff; and one failing
 unit does not roll back the other callers' units in its batch.
+
+fork(): SQLite keeps per-process bookkeeping of the locks its connections
+hold (and mutexes of its own). A fork() landing while the engine thread is
+inside a transaction or any SQLite call copies that state, held, into the
+child, where even a brand-new connection then finds the file locked forever
+or hangs in ``sqlite3.connect``. So every live Engine is quiesced around
+fork(): the engine thread holds ``_busy`` whenever it is inside SQLite, and
+an at-fork hook takes every engine's ``_busy`` before the fork (waiting for
+the batch under way to end) and releases it on both sides after.
+
+The file: a database with several names (hard links) is refused at open,
+since SQLite keeps one WAL per name; and the path is re-checked around each
+batch, so a file deleted or replaced while open fails the batch instead of
+taking writes no one will read. After writing, an idle engine shrinks a WAL
+that a long reader let grow.
+
+Interrupts: submitting takes no lock (a signal handler may submit in the
+middle of its own thread's submit), and a caller interrupted while waiting
+keeps waiting for the answer, then raises the interrupt with the outcome
+noted on it (task_queue/interrupted.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
 from sqlite_worker import SqliteWorker  # type: ignore[import-untyped]
 
-from ...errors import QueueClosedError, StorageError
+from ...errors import (
+    DatabaseReplacedError,
+    QueueClosedError,
+    StorageError,
+    UnsafeDatabaseFileError,
+)
+from ...interrupted import is_noted, note_error, note_result, note_unknown
 from .errors import is_busy, is_transaction_fatal, translate
 
 LOGGER = logging.getLogger(__name__)
@@ -58,6 +86,20 @@ UnitFn = Callable[..., Any]
 # adds jitter between attempts and SQLite's handler is an unfair poll.
 _SQLITE_BUSY_MS = 25
 
+# A reader holding a snapshot keeps the WAL from being reset, and it only
+# grows; once the reader lets go, nothing shrinks it unless a writer comes
+# along (and then only to journal_size_limit). So an engine idle this long
+# after writing, with a WAL above this size, checkpoints it to zero bytes.
+# It retries (less and less often) while readers or writers elsewhere
+# keep it from completing; it never waits for them.
+_IDLE_CHECKPOINT_AFTER = 0.5
+_IDLE_CHECKPOINT_MAX_INTERVAL = 30.0
+_WAL_TRUNCATE_ABOVE = 1 << 20
+
+
+# Request._state: how far handing the request to the engine thread got.
+_NEW, _QUEUING, _QUEUED = 0, 1, 2
+
 
 class Request:
     """One unit of work and, once answered, its outcome.
@@ -65,7 +107,9 @@ class Request:
     Returned by :meth:`Engine.execute` as the "token" of sqlite-worker's API.
     """
 
-    __slots__ = ("_answered", "_lock", "args", "error", "fn", "readonly", "result", "savepoint")
+    __slots__ = (
+        "_answered", "_lock", "_state", "args", "error", "fn", "readonly", "result", "savepoint",
+    )  # fmt: skip
 
     def __init__(
         self, fn: UnitFn, args: tuple[Any, ...], *, readonly: bool, savepoint: bool
@@ -76,6 +120,7 @@ class Request:
         self.savepoint = savepoint
         self.result: Any = None
         self.error: BaseException | None = None
+        self._state = _NEW
         # A bare lock, held until the answer: waiting on it is one C call,
         # several times cheaper than threading.Event's Condition (measured
         # as the largest per-request cost after the SQL itself).
@@ -87,14 +132,46 @@ class Request:
         return self._answered
 
     def wait(self, timeout: float | None = None) -> Any:
-        """Block until answered; return the result or raise the error."""
+        """Block until answered; return the result or raise the error.
+
+        An interrupt (KeyboardInterrupt, or any exception raised
+        asynchronously in this thread) while waiting does not abandon the
+        unit, which is queued and will commit or fail regardless: the wait
+        goes on until the answer, then the interrupt is raised with the
+        outcome noted on it (see :mod:`task_queue.interrupted`). A second
+        interrupt abandons the wait, noted as unknown.
+        """
         if not self._answered:
-            if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            try:
+                answered = self._lock.acquire(timeout=-1 if timeout is None else timeout)
+            except BaseException as interrupt:
+                self._outlast(interrupt)
+                raise
+            if not answered:
                 raise TimeoutError("the storage engine did not answer in time")
             self._lock.release()  # let any other waiter through too
         if self.error is not None:
             raise self.error
         return self.result
+
+    def _outlast(self, interrupt: BaseException) -> None:
+        """Wait on past ``interrupt`` for the answer, and note it on the interrupt."""
+        if not self._answered:
+            try:
+                self._lock.acquire()
+            except BaseException as again:
+                self._note(again)
+                raise
+            self._lock.release()
+        self._note(interrupt)
+
+    def _note(self, exc: BaseException) -> None:
+        if not self._answered:
+            note_unknown(exc)
+        elif self.error is not None:
+            note_error(exc, self.error)
+        else:
+            note_result(exc, self.result)
 
     def _answer(self, result: Any = None, error: BaseException | None = None) -> None:
         self.result = result
@@ -103,7 +180,68 @@ class Request:
         self._lock.release()
 
 
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
+
+
 _STOP = object()
+
+# -- quiescing around fork() ---------------------------------------------------------
+
+_LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()
+# Taken by the fork hook for the whole fork, so no engine is registered (and
+# starts opening a connection) between the hook's snapshot and the fork.
+_LIVE_LOCK = threading.Lock()
+_QUIESCED: list[Engine] = []
+# Connections copied into a forked child are the parent's: never closed there
+# (closing one checkpoints and may delete the parent's WAL), so kept
+# referenced until the child exits.
+_INHERITED: list[sqlite3.Connection] = []
+# How long a fork waits for a batch beyond its busy budget before it goes
+# ahead anyway: a safety valve, not a schedule.
+_FORK_WAIT_SLACK = 10.0
+
+
+def _before_fork() -> None:
+    _LIVE_LOCK.acquire()
+    me = threading.current_thread()
+    for engine in list(_LIVE):
+        if engine._thread is me:
+            # A unit forked: this thread holds the transaction open itself
+            # and cannot wait for it to end.
+            LOGGER.warning(
+                "fork() from inside a storage unit: the child inherits an open "
+                "transaction and may find the database locked"
+            )
+            continue
+        if engine._busy.acquire(timeout=engine._busy_timeout + _FORK_WAIT_SLACK):
+            _QUIESCED.append(engine)
+        else:
+            LOGGER.warning("fork() went ahead while a storage batch was still running")
+
+
+def _after_fork_in_parent() -> None:
+    for engine in _QUIESCED:
+        engine._busy.release()
+    _QUIESCED.clear()
+    _LIVE_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    for engine in list(_LIVE):
+        engine._inherited_through_fork()
+    for engine in _QUIESCED:
+        engine._busy.release()
+    _QUIESCED.clear()
+    _LIVE_LOCK.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def _run_statement(conn: sqlite3.Connection, sql: str, params: Any) -> list[Any]:
@@ -115,6 +253,9 @@ def _run_statement(conn: sqlite3.Connection, sql: str, params: Any) -> list[Any]
 
 class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type hints
     """A connection-owning thread that runs queued units in group commits."""
+
+    #: The queue's type; tests interpose a subclass to interrupt a put.
+    _queue_class: type[queue.SimpleQueue[object]] = queue.SimpleQueue
 
     def __init__(
         self,
@@ -136,6 +277,18 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         self._dead: BaseException | None = None
         self._exited = False
         self._conn: sqlite3.Connection | None = None
+        # Held by the engine thread whenever it is inside SQLite (see fork()
+        # in the module docstring).
+        self._busy = threading.Lock()
+        # (st_dev, st_ino) of the file opened, and the path that must keep
+        # naming it; None for in-memory databases.
+        self._identity: tuple[int, int] | None = None
+        self._identity_path = ""
+        # Seconds of idleness after which to look at the WAL's size; None
+        # while nothing was written since the last look.
+        self._checkpoint_in: float | None = None
+        with _LIVE_LOCK:
+            _LIVE.add(self)
         init = tuple(execute_init)
         # The base constructor starts the thread, then assigns execute_init
         # and max_count; our _run() waits for _ready so it only ever sees
@@ -148,7 +301,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         # queue.Queue's Python-level Condition. Callers wait for their own
         # answers, so the queue is bounded by the number of callers plus
         # the Workers' bounded in-flight outcomes; no maxsize needed.
-        self._sql_queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._sql_queue: queue.SimpleQueue[object] = self._queue_class()
         self.execute_init = init
         self.max_count = max(1, int(max_count))
         self._ready.set()
@@ -201,26 +354,98 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         return request
 
     def call(self, fn: UnitFn, *args: Any, readonly: bool = False, savepoint: bool = True) -> Any:
-        """Run ``fn(conn, *args)`` in the engine thread and return its result."""
-        return self.submit(fn, *args, readonly=readonly, savepoint=savepoint).wait()
+        """Run ``fn(conn, *args)`` in the engine thread and return its result.
+
+        An interrupt anywhere in here is raised only once the outcome is
+        certain, and carries it (see :meth:`Request.wait`): also when it
+        lands while the request is being queued, or just after the answer.
+        """
+        if self._close_event.is_set():
+            raise QueueClosedError("the TaskQueue is closed")
+        request = Request(fn, args, readonly=readonly, savepoint=savepoint)
+        try:
+            self._put(request)
+            return request.wait()
+        except BaseException as exc:
+            if exc is request.error or is_noted(exc):
+                raise  # the unit's own outcome, or one wait() already noted
+            if request._state == _NEW:
+                if not isinstance(exc, QueueClosedError):
+                    note_error(exc, exc)  # interrupted before it was queued
+                raise
+            if request._state == _QUEUING and not request._answered:
+                self._await_queue_behind(request)
+            if request._state == _QUEUING and not request._answered:
+                note_error(exc, exc)  # the put never happened
+            else:
+                if self._exited:
+                    # The interrupt may have cut _put short of refusing it.
+                    self._refuse_queued()
+                request._outlast(exc)
+            raise
+
+    def _await_queue_behind(self, request: Request) -> None:
+        """Return once ``request`` is answered, or certainly was never queued.
+
+        The interrupt landed around the put itself, so whether the request
+        is in the queue is unknown. The queue is FIFO: once a probe queued
+        now is answered, anything queued before it was answered too.
+        """
+        try:
+            probe = Request(_nothing, (), readonly=True, savepoint=False)
+            try:
+                self._put(probe)
+            except QueueClosedError:
+                # The thread has exited, or is draining: once it is gone,
+                # everything it will ever answer is answered.
+                if self._thread is not threading.current_thread():
+                    self._thread.join()
+                self._refuse_queued()
+                return
+            if not probe._answered:
+                probe._lock.acquire()
+        except BaseException as again:
+            request._note(again)
+            raise
 
     @property
     def alive(self) -> bool:
         return bool(self._thread.is_alive())
 
     def _put(self, item: object) -> None:
-        # Under the lock the thread takes for its final drain: an item is
-        # either seen by that drain or refused here, never stranded.
-        with self._lock:
-            if self._exited:
-                raise QueueClosedError("the TaskQueue is closed") from self._dead
-            self._sql_queue.put(item)
+        # No lock: a signal handler may run this in the middle of the same
+        # thread's own _put (SimpleQueue.put is reentrant for that reason).
+        # The thread sets _exited before its final drain, so an item put
+        # after that drain ended is seen here and refused, never stranded.
+        if self._exited:
+            raise QueueClosedError("the TaskQueue is closed") from self._dead
+        request = item if isinstance(item, Request) else None
+        if request is not None:
+            request._state = _QUEUING
+        self._sql_queue.put(item)
+        if request is not None:
+            request._state = _QUEUED
+        if self._exited:
+            self._refuse_queued()
+
+    def _refuse_queued(self) -> None:
+        """Answer whatever the exited thread's final drain may have missed."""
+        error = QueueClosedError("the TaskQueue is closed")
+        error.__cause__ = self._dead
+        while True:
+            try:
+                item = self._sql_queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Request) and not item._answered:
+                item._answer(error=error)
 
     # -- the thread -------------------------------------------------------------
     def _run(self) -> None:
         self._ready.wait()
         try:
-            conn = self._open()
+            with self._busy:
+                conn = self._open()
         except BaseException as exc:
             self._open_error = translate(exc, opening=True)
             self._opened.set()
@@ -234,26 +459,73 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
             self._dead = exc
             self._fail_queued(StorageError(f"storage thread crashed: {exc!r}"))
         finally:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                LOGGER.exception("closing the database failed")
+            with self._busy:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    LOGGER.exception("closing the database failed")
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self._file_name, isolation_level=None, check_same_thread=False, timeout=0
         )
         try:
+            self._remember_file(conn)
             conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
             on_open = self._on_open
             if on_open is not None:
-                self._with_busy_retry(lambda: on_open(conn))
+                self._with_busy_retry(lambda: on_open(conn), conn)
             for statement in self.execute_init:
-                self._with_busy_retry(partial(conn.execute, statement))
+                self._with_busy_retry(partial(conn.execute, statement), conn)
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _remember_file(self, conn: sqlite3.Connection) -> None:
+        """Note which file the connection opened; refuse one with several names."""
+        row = conn.execute("PRAGMA database_list").fetchone()
+        opened = str(row[2]) if row is not None and row[2] else ""
+        if not opened:
+            return  # in-memory or temporary: no file to lose
+        name = os.fspath(self._file_name)
+        # The caller's own path, made absolute now (a later chdir must not
+        # change what it names); SQLite's resolved one for URIs.
+        path = opened if name.startswith("file:") else os.path.abspath(name)
+        info = os.stat(path)
+        if info.st_nlink > 1:
+            raise UnsafeDatabaseFileError(
+                f"{name!r} has {info.st_nlink} names (hard links); refusing it, nothing was "
+                "written: SQLite keeps the write-ahead log beside the name it was opened by, "
+                "so two names get two WALs and writes made through one silently vanish from "
+                "the other while its index corrupts. Remove the extra links (or copy the file)"
+            )
+        self._identity = (info.st_dev, info.st_ino)
+        self._identity_path = path
+
+    def _replaced(self, *, committed: bool = False) -> DatabaseReplacedError | None:
+        """An error if the path no longer names the file we opened (one stat, ~2 µs)."""
+        if self._identity is None:
+            return None
+        try:
+            info = os.stat(self._identity_path)
+        except (FileNotFoundError, NotADirectoryError):
+            how = "deleted"
+        except OSError:
+            return None  # cannot tell (a directory made unreadable): SQLite will say
+        else:
+            if (info.st_dev, info.st_ino) == self._identity:
+                return None
+            how = "replaced by another file"
+        outcome = (
+            "this write went to the old file, not to that path"
+            if committed
+            else "nothing was written"
+        )
+        return DatabaseReplacedError(
+            f"the file at {os.fspath(self._file_name)!r} was {how} while the queue was open; "
+            f"{outcome}. Reopen the queue"
+        )
 
     def _process_queries(self) -> None:
         assert self._conn is not None
@@ -261,7 +533,15 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         q = self._sql_queue
         stop = False
         while not stop:
-            first = q.get()
+            if self._checkpoint_in is None:
+                first = q.get()
+            else:
+                try:
+                    first = q.get(timeout=self._checkpoint_in)
+                except queue.Empty:
+                    with self._busy:
+                        self._idle_checkpoint(conn)
+                    continue
             if not isinstance(first, Request):  # the stop marker
                 break
             batch: list[Request] = [first]
@@ -274,25 +554,55 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                     stop = True
                     break
                 batch.append(item)
-            try:
-                self._run_batch(conn, batch)
-            except Exception as exc:
-                # Our bookkeeping failed (a ROLLBACK on a broken
-                # connection...): answer everyone left, keep serving.
-                LOGGER.exception("storage batch failed")
-                error = translate(exc)
-                for request in batch:
-                    if not request.done():
-                        request._answer(error=error)
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
+            if self._identity is not None and not all(r.readonly for r in batch):
+                self._checkpoint_in = _IDLE_CHECKPOINT_AFTER
+            with self._busy:
+                try:
+                    self._run_batch(conn, batch)
+                except Exception as exc:
+                    # Our bookkeeping failed (a ROLLBACK on a broken
+                    # connection...): answer everyone left, keep serving.
+                    LOGGER.exception("storage batch failed")
+                    error = translate(exc)
+                    for request in batch:
+                        if not request.done():
+                            request._answer(error=error)
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
         # Anything queued after the stop marker is refused, not lost silently.
         self._fail_queued(QueueClosedError("the TaskQueue is closed"))
 
+    def _idle_checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Shrink a WAL that grew (a reader held it) back to nothing, never waiting."""
+        if self._replaced() is not None:
+            self._checkpoint_in = None
+            return
+        try:
+            size = os.stat(self._identity_path + "-wal").st_size
+        except OSError:
+            size = 0
+        if size <= _WAL_TRUNCATE_ABOVE:
+            self._checkpoint_in = None
+            return
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_MS}")
+        except sqlite3.Error:
+            LOGGER.debug("idle WAL checkpoint failed", exc_info=True)
+            busy = 1
+        if busy:
+            # A reader still holds an old snapshot, or a writer the lock.
+            assert self._checkpoint_in is not None
+            self._checkpoint_in = min(self._checkpoint_in * 2, _IDLE_CHECKPOINT_MAX_INTERVAL)
+        else:
+            self._checkpoint_in = None
+
     def _fail_queued(self, error: BaseException) -> None:
-        with self._lock:
-            self._exited = True
+        self._exited = True
         while True:
             try:
                 item = self._sql_queue.get_nowait()
@@ -304,9 +614,16 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
         write = not all(r.readonly for r in batch)
         while batch:
+            replaced = self._replaced()
+            if replaced is not None:
+                # Whatever we would write or read is in a file no longer at
+                # the path: every caller of the batch hears so.
+                for r in batch:
+                    r._answer(error=replaced)
+                return
             try:
                 begin = "BEGIN IMMEDIATE" if write else "BEGIN"
-                self._with_busy_retry(partial(conn.execute, begin))
+                self._with_busy_retry(partial(conn.execute, begin), conn)
             except BaseException as exc:
                 error = translate(exc)
                 # Readers need no write lock (WAL): a busy writer elsewhere
@@ -353,7 +670,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                 batch = restart
                 continue
             try:
-                self._with_busy_retry(lambda: conn.execute("COMMIT"))
+                self._with_busy_retry(lambda: conn.execute("COMMIT"), conn)
             except BaseException as exc:
                 error = translate(exc)
                 if conn.in_transaction:
@@ -368,13 +685,32 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                     return
                 batch, write = readers, False
                 continue
+            replaced = self._replaced(committed=True) if write else None
+            if replaced is not None:
+                # Replaced while we committed (an fsync can take long):
+                # durable, but in a file no reader of the path will see.
+                for r, _, _ in answers:
+                    r._answer(error=replaced)
+                return
             # Answer only now that the transaction is durable (fix 5).
             for r, result, err in answers:
                 r._answer(result, err)
             return
 
-    def _with_busy_retry(self, action: Callable[[], Any]) -> Any:
-        """Run ``action``; on SQLITE_BUSY retry with jittered backoff until the budget."""
+    def _inherited_through_fork(self) -> None:
+        """In a forked child: this engine's thread and connection are the parent's."""
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+        self._dead = StorageError("this storage engine belongs to the parent process (fork)")
+        self._exited = True
+
+    def _with_busy_retry(self, action: Callable[[], Any], conn: sqlite3.Connection) -> Any:
+        """Run ``action``; on SQLITE_BUSY retry with jittered backoff until the budget.
+
+        Runs in the engine thread, holding ``_busy``. Between attempts outside
+        a transaction nothing of SQLite's is held, so a fork() may happen
+        then: it need not wait out another process's lock.
+        """
         deadline = time.monotonic() + self._busy_timeout
         attempt = 0
         while True:
@@ -388,4 +724,12 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                     raise
                 attempt += 1
                 ceiling = min(0.1, 0.001 * (2 ** min(attempt, 10)))
-                time.sleep(min(remaining, random.uniform(0, ceiling)))
+                pause = min(remaining, random.uniform(0, ceiling))
+                if conn.in_transaction:
+                    time.sleep(pause)
+                    continue
+                self._busy.release()
+                try:
+                    time.sleep(pause)
+                finally:
+                    self._busy.acquire()

@@ -7,11 +7,16 @@ import sqlite3
 from ...errors import (
     DatabaseBusyError,
     DatabaseOpenError,
+    DatabaseReplacedError,
     DiskFullError,
     NotAQueueDatabaseError,
+    PayloadError,
+    QueueClosedError,
     ReadOnlyDatabaseError,
+    StatementTooLargeError,
     StorageError,
     TaskQueueError,
+    UnsafeDatabaseFileError,
 )
 
 # Primary result codes (sqlite3.h). Python 3.11 exposes them on the
@@ -24,6 +29,7 @@ SQLITE_IOERR = 10
 SQLITE_CORRUPT = 11
 SQLITE_FULL = 13
 SQLITE_CANTOPEN = 14
+SQLITE_TOOBIG = 18
 SQLITE_NOTADB = 26
 # Extended: the -shm file could not be grown (mmap on a full file system).
 SQLITE_IOERR_SHMSIZE = SQLITE_IOERR | (19 << 8)
@@ -38,6 +44,10 @@ _MESSAGES = (
     ("unable to open database file", SQLITE_CANTOPEN),
     ("disk i/o error", SQLITE_IOERR),
     ("out of memory", SQLITE_NOMEM),
+    ("string or blob too big", SQLITE_TOOBIG),
+    ("statement too long", SQLITE_TOOBIG),
+    # Python's own check against SQLITE_LIMIT_SQL_LENGTH, before SQLite sees it.
+    ("query string is too large", SQLITE_TOOBIG),
 )
 
 
@@ -85,6 +95,10 @@ def translate(exc: BaseException, *, opening: bool = False) -> BaseException:
         error = ReadOnlyDatabaseError(f"the database cannot be written: {exc}")
     elif code in (SQLITE_NOTADB, SQLITE_CORRUPT):
         error = NotAQueueDatabaseError(f"not a usable task_queue database: {exc}")
+    elif code == SQLITE_TOOBIG:
+        error = StatementTooLargeError(
+            f"a value or statement is larger than SQLite allows; nothing was written: {exc}"
+        )
     elif code == SQLITE_CANTOPEN:
         error = DatabaseOpenError(f"cannot open the database file: {exc}")
     elif opening:
@@ -93,3 +107,32 @@ def translate(exc: BaseException, *, opening: bool = False) -> BaseException:
         error = StorageError(f"database error: {exc}")
     error.__cause__ = exc
     return error
+
+
+#: Errors that retrying the same operation cannot cure.
+_PERMANENT: tuple[type[BaseException], ...] = (
+    StatementTooLargeError,
+    PayloadError,
+    NotAQueueDatabaseError,
+    QueueClosedError,
+    # This connection holds a file no longer at the path: only reopening helps.
+    DatabaseReplacedError,
+    UnsafeDatabaseFileError,
+)
+_PERMANENT_CODES = (SQLITE_TOOBIG,)
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True when retrying the same write cannot succeed, so it must not be retried forever.
+
+    False for what may clear by itself (busy, disk full, read-only, an I/O
+    error) and for what we cannot tell. A raw ``sqlite3.IntegrityError``
+    (a constraint: the same row violates it again) counts as permanent.
+    """
+    if isinstance(exc, _PERMANENT):
+        return True
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    if isinstance(exc, sqlite3.Error):
+        return primary_code(exc) in _PERMANENT_CODES
+    return False

@@ -25,6 +25,7 @@ from .errors import (
     SQLITE_READONLY,
     primary_code,
 )
+from .files import PRIVATE_MODE, Owner, check_sidecars, claim_new_database
 from .sql import MIGRATIONS, split_statements
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -42,31 +43,52 @@ _NOT_ABOUT_THE_FILE = (
 
 
 def prepare_file(path: str) -> None:
-    """Check the file before SQLite touches it; create a new one owner-only."""
+    """Check the file before SQLite touches it; create a new one owner-only.
+
+    Also refuses ``-wal``/``-shm`` files someone else planted beside it, and
+    an empty database file someone else created (see files.py).
+    """
     if path == ":memory:" or path.startswith("file:"):
         return
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise DatabaseOpenError(f"cannot create {path!r}: directory {directory!r} does not exist")
-    try:
-        # O_EXCL: create it ourselves, 0600, if it does not exist yet.
-        # SQLite gives the -wal and -shm files the same mode.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        return
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise DatabaseOpenError(f"cannot create {path!r}: {exc}") from exc
+    if not os.path.lexists(path):
+        # Before creating anything: a planted -wal would be adopted by the
+        # new queue.
+        check_sidecars(path, Owner.new())
+        try:
+            # O_EXCL: create it ourselves if it does not exist yet; 0600
+            # whatever the umask. SQLite gives the -wal and -shm files the
+            # same mode.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
+            try:
+                os.fchmod(fd, PRIVATE_MODE)
+            finally:
+                os.close(fd)
+            return
+        except FileExistsError:
+            pass  # another opener was quicker: look at what it made
+        except OSError as exc:
+            raise DatabaseOpenError(f"cannot create {path!r}: {exc}") from exc
     if os.path.isdir(path):
         raise DatabaseOpenError(f"{path!r} is a directory, not a database file")
     try:
         with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
             header = handle.read(len(SQLITE_HEADER))
     except OSError as exc:
         raise DatabaseOpenError(f"cannot read {path!r}: {exc}") from exc
     if header and header != SQLITE_HEADER:
         raise NotAQueueDatabaseError(f"{path!r} is not a SQLite database; left untouched")
+    check_sidecars(path, Owner.of(info))
+    if not header:
+        claim_new_database(path)
+
+
+def _main_file(conn: sqlite3.Connection) -> str:
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row is not None and row[2] else ""
 
 
 def open_database(conn: sqlite3.Connection, *, synchronous: str) -> None:
@@ -88,12 +110,26 @@ def open_database(conn: sqlite3.Connection, *, synchronous: str) -> None:
             "or another program's; left untouched"
         )
     # The file is ours or empty: now it is safe to change it.
+    creating = app_id == 0
+    path = _main_file(conn) if creating else ""
+    if path:
+        # A queue is about to be created in this file: it must be ours, and
+        # nothing planted beside it (again: moments may have passed).
+        claim_new_database(path)
+        check_sidecars(path, Owner.of(os.stat(path)))
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         raise DatabaseOpenError(f"could not switch the database to WAL mode (got {mode!r})")
+    if path:
+        # SQLite has just opened or created the -wal and -shm: ours, unless
+        # someone slipped them in since the check above.
+        check_sidecars(path, Owner.of(os.stat(path)))
     conn.execute(f"PRAGMA synchronous = {synchronous}")
-    # Bound the WAL left behind after checkpoints (64 MiB).
-    conn.execute("PRAGMA journal_size_limit = 67108864")
+    # When the WAL is reset after a checkpoint, cut it back to 4 MiB (about
+    # what 1,000 pages of auto-checkpoint fill): a WAL that a long reader
+    # let grow does not stay large for the life of every connection. The
+    # engine truncates it entirely once idle (engine.py).
+    conn.execute("PRAGMA journal_size_limit = 4194304")
     conn.execute("PRAGMA foreign_keys = ON")
     _migrate(conn)
     _check_columns(conn)

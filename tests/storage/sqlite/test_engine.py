@@ -9,6 +9,7 @@ observe *when* a caller is answered.
 from __future__ import annotations
 
 import inspect
+import queue
 import sqlite3
 import threading
 import time
@@ -518,3 +519,79 @@ def test_declared_dependency_range_admits_0_0_4_only_series() -> None:
     assert Version("0.1.0") not in spec
     assert Version("1.0.0") not in spec
     assert Version("0.0.3") not in spec
+
+
+# -- interrupts: the outcome travels with the interrupt ------------------------------------
+
+
+def _interrupting_engine(path: str, target: object, after: bool) -> Engine:
+    """An Engine whose queue raises KeyboardInterrupt from the put of the
+    request for ``target``, before or after the item really went in: the two
+    sides of an interrupt that lands around the put itself, where the caller
+    cannot tell whether it happened."""
+
+    class InterruptingQueue(queue.SimpleQueue):  # type: ignore[type-arg]
+        def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+            hit = isinstance(item, Request) and item.fn is target
+            if hit and not after:
+                raise KeyboardInterrupt
+            super().put(item)
+            if hit:
+                raise KeyboardInterrupt
+
+    class InterruptingEngine(Engine):
+        _queue_class = InterruptingQueue
+
+    return InterruptingEngine(path, execute_init=["CREATE TABLE IF NOT EXISTS t (k)"])
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before the put", "after the put"])
+def test_an_interrupt_around_the_put_reports_whether_the_unit_ran(path: str, after: bool) -> None:
+    def unit(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO t (k) VALUES (7)")
+        return "committed"
+
+    engine = _interrupting_engine(path, unit, after)
+    try:
+        with pytest.raises(KeyboardInterrupt) as info:
+            engine.call(unit)
+        if after:
+            assert info.value.task_queue_result == "committed"  # type: ignore[attr-defined]
+            assert count_rows(path) == 1
+        else:
+            assert info.value.task_queue_error is info.value  # type: ignore[attr-defined]
+            assert not hasattr(info.value, "task_queue_result")
+            assert count_rows(path) == 0
+        assert engine.call(lambda conn: "still serving") == "still serving"
+    finally:
+        engine.close()
+
+
+def test_an_interrupt_while_waiting_waits_for_the_commit(engine: Engine, path: str) -> None:
+    """Delivered to a waiting thread as an asynchronous exception: the wait
+    goes on until the engine answers, then the interrupt carries the result."""
+    import ctypes
+
+    _, release, blocker = block_engine(engine)
+    outcome: list[BaseException] = []
+
+    def caller() -> None:
+        try:
+            engine.call(lambda conn: conn.execute("INSERT INTO t (k) VALUES (1)").rowcount)
+        except KeyboardInterrupt as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    wait_until(lambda: engine._sql_queue.qsize() == 1)
+    assert thread.ident is not None
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
+    )
+    # Still waiting: the engine has not run the unit yet.
+    assert not outcome and thread.is_alive()
+    release.set()
+    engine.fetch_results(blocker)
+    thread.join(10)
+    assert len(outcome) == 1 and outcome[0].task_queue_result == 1  # type: ignore[attr-defined]
+    assert count_rows(path) == 1
