@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -388,3 +389,29 @@ def test_listing_a_million_tasks_does_not_starve_the_heartbeats(db_path: str) ->
         done = mine.get_task(task_id)
         assert done is not None and done.result == "done" and done.retry_count == 0
         assert runs == ["mine"]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="needs SIGALRM")
+def test_a_signal_handler_that_enqueues_does_not_deadlock_the_wake_ups(db_path: str) -> None:
+    """Enqueue wakes every listener (a Worker's dispatcher) and hook: a signal
+    handler that enqueues while the main thread is doing the same must not
+    deadlock on a lock the main thread holds (threading.Event's is not
+    re-entrant)."""
+    with TaskQueue(db_path) as queue:
+        calls: list[int] = []
+        queue.add_hook(lambda event: calls.append(event.task_id))
+        done: list[int] = []
+        with Worker(queue, {"other": lambda p: None}, concurrency=1):  # a listener
+            previous = signal.signal(
+                signal.SIGALRM, lambda s, f: done.append(queue.enqueue("s", "t"))
+            )
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0.002, 0.01)
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:
+                    queue.enqueue("main", "t")
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0, 0)
+                signal.signal(signal.SIGALRM, previous)
+        assert done
+        assert queue.get_queue_stats()["pending"] == len(calls)
