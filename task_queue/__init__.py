@@ -41,7 +41,7 @@ from .queue import TaskQueue
 from .registry import TASK_HANDLERS, HandlerRegistry, handler
 from .retry import RetryPolicy
 from .spec import TaskSpec
-from .task import Claim, Task, TaskPriority, TaskStatus
+from .task import Claim, Task, TaskPage, TaskPriority, TaskStatus
 from .worker import Worker, WorkerOptions
 
 # UPDATE ... RETURNING arrived in SQLite 3.35 (2021); the claim needs it.
@@ -80,6 +80,7 @@ __all__ = [
     "TaskContext",
     "TaskNotClaimedError",
     "TaskNotFoundError",
+    "TaskPage",
     "TaskPriority",
     "TaskQueue",
     "TaskQueueError",

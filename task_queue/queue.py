@@ -39,10 +39,19 @@ from .notify import Listeners, Wakeable
 from .owner import host_id
 from .payload import DEFAULT_MAX_BYTES, encode
 from .retry import RetryPolicy, decide
-from .spec import TaskSpec
-from .storage.base import ChangeFeed, ClaimRequest, Completion, FailureRecord, Owner, Storage
+from .spec import TaskSpec, check_task_type
+from .storage.base import (
+    FINISHED,
+    ChangeFeed,
+    ClaimRequest,
+    Completion,
+    FailureRecord,
+    Owner,
+    Storage,
+    TaskFilter,
+)
 from .storage.sqlite import SqliteStorage
-from .task import Claim, Task, TaskPriority, TaskStatus
+from .task import Claim, Task, TaskPage, TaskPriority, TaskStatus
 
 LOGGER = logging.getLogger(__name__)
 
@@ -563,6 +572,40 @@ class TaskQueue:
             self._listeners.notify()
         return done
 
+    def retry_failed(
+        self,
+        *,
+        task_type: str | None = None,
+        queue_name: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """retry_task() for every failed task (of one type, in one queue, when
+        given): the dead-letter set back to pending. Returns how many were
+        put back; one whose unique_key a live task holds now is skipped.
+        Like purge(), in batches of 1,000 (each atomic, safe to run again);
+        ``on_progress`` is called with the count so far after each."""
+        if task_type is not None:
+            check_task_type(task_type)
+        if queue_name is not None:
+            check_queue_name(queue_name)
+        self._check_fork()
+        where = TaskFilter(status="failed", task_type=task_type, queue_name=queue_name)
+        total = 0
+        after: Task | None = None
+        while True:
+            page = self.storage.list_tasks(where, _PURGE_CHUNK, after)
+            if not page:
+                return total
+            retried = self.storage.retry_many([t.id for t in page], self.clock.time())
+            total += len(retried)
+            if retried:
+                self._listeners.notify()
+            if on_progress is not None:
+                on_progress(total)
+            if len(page) < _PURGE_CHUNK:
+                return total
+            after = page[-1]  # the skipped ones stay failed: page past them
+
     def get_task(self, task_id: int) -> Task | None:
         """The task with this id as stored now, or None."""
         self._check_fork()
@@ -627,6 +670,36 @@ class TaskQueue:
             raise ValueError(f"limit must be an int from 1 to {_MAX_LIMIT}, got {limit!r}")
         self._check_fork()
         return self.storage.list_by_status(status.value, limit)
+
+    def list_tasks(
+        self,
+        *,
+        status: TaskStatus | str | None = None,
+        task_type: str | None = None,
+        queue_name: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> TaskPage:
+        """A page of tasks, filtered by status, type and queue (None: any):
+        newest first, or most recently finished first for a finished
+        status. ``after`` is the ``next`` of the previous page (keyset
+        pagination: each page costs the same however deep it is, and tasks
+        added meanwhile do not shift it)."""
+        chosen = None if status is None else _statuses([status])[0]
+        if task_type is not None:
+            check_task_type(task_type)
+        if queue_name is not None:
+            check_queue_name(queue_name)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise ValueError(f"limit must be an int from 1 to 10000, got {limit!r}")
+        where = TaskFilter(
+            status=None if chosen is None else chosen.value, task_type=task_type,
+            queue_name=queue_name,
+        )  # fmt: skip
+        self._check_fork()
+        tasks = self.storage.list_tasks(where, limit, _parse_cursor(after))
+        last = tasks[-1] if len(tasks) == limit else None
+        return TaskPage(tasks, None if last is None else _cursor(last, where))
 
     def rescue_expired(self) -> int:
         """Return running tasks whose lease expired (or whose process on
@@ -775,6 +848,34 @@ def _claim_args(
         # json_each would cut "a\x00b" to "a" and claim type "a".
         raise ValueError(f"task_types must be strings without NUL, got {types!r}")
     return types
+
+
+def _cursor(task: Task, where: TaskFilter) -> str:
+    """The ``next`` of a page ending with ``task``: its id, and for a
+    finished status its finish time (the listing's order)."""
+    if where.status in FINISHED and task.completed_at is not None:
+        return f"{task.completed_at!r}/{task.id}"
+    return str(task.id)
+
+
+def _parse_cursor(cursor: str | None) -> Task | None:
+    """A stand-in for the last task of the previous page, from its cursor."""
+    if cursor is None:
+        return None
+    try:
+        at, _, task_id = cursor.rpartition("/")
+        completed_at = float(at) if at else None
+        if completed_at is not None and not math.isfinite(completed_at):
+            raise ValueError
+        ident = int(task_id)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a listing cursor (the 'next' of a page): {cursor!r}") from None
+    return Task(
+        id=ident, name="", task_type="", payload=None, priority=TaskPriority.NORMAL,
+        status=TaskStatus.PENDING, worker_id=None, created_at=0.0, scheduled_at=None,
+        started_at=None, completed_at=completed_at, max_retries=0, retry_count=0,
+        error_message=None, result=None,
+    )  # fmt: skip
 
 
 def _with_token(task: Task, token: int) -> Task:

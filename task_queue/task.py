@@ -141,3 +141,12 @@ class Task:
 
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Task))
+
+
+class TaskPage(NamedTuple):
+    """One page of a listing (``TaskQueue.list_tasks``)."""
+
+    #: The tasks, in listing order.
+    tasks: list[Task]
+    #: Pass as ``after=`` for the next page; None when this was the last.
+    next: str | None

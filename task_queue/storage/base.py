@@ -110,6 +110,20 @@ class Rescue:
     error: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Which tasks a listing shows (None: any)."""
+
+    status: str | None = None
+    task_type: str | None = None
+    queue_name: str | None = None
+
+
+#: Finished statuses are listed most recently finished first; a listing of
+#: any other status, or of all, newest (highest id) first.
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
 class ChangeFeed(Protocol):
     """Cross-process wake-up: tells a poller cheaply that *another* process
     committed something, so it runs a claim instead of guessing.
@@ -203,6 +217,12 @@ class Storage(Protocol):
         """The paused queues."""
         ...
 
+    def retry_many(self, task_ids: Sequence[int], now: float) -> list[int]:
+        """retry() for many tasks in one transaction; returns the ids put back
+        (not those unknown, not failed or cancelled, or whose unique_key a
+        live task holds)."""
+        ...
+
     def purge(self, statuses: Sequence[str], before: float, limit: int) -> int:
         """Delete up to ``limit`` finished tasks of these statuses that
         finished before ``before``; returns how many (fewer than ``limit``:
@@ -212,9 +232,17 @@ class Storage(Protocol):
     # -- reads ---------------------------------------------------------------
     def get(self, task_id: int) -> Task | None: ...
 
+    def list_tasks(self, where: TaskFilter, limit: int, after: Task | None = None) -> list[Task]:
+        """Up to ``limit`` tasks matching ``where``, in listing order: most
+        recently finished first for a finished status (:data:`FINISHED`),
+        newest first otherwise; starting after ``after`` (the last task of
+        the previous page) in that order. One read, of at most ``limit``
+        rows: callers page through long listings."""
+        ...
+
     def list_by_status(self, status: str, limit: int) -> list[Task]:
-        """Pending and running tasks newest first; finished ones most
-        recently finished first."""
+        """All of :meth:`list_tasks` for one status, up to ``limit`` tasks,
+        read in pages (a huge listing never holds the storage for long)."""
         ...
 
     def counts(self, queue_name: str | None = None) -> dict[str, int]:

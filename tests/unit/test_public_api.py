@@ -40,6 +40,7 @@ EXPECTED_ALL = [
     "TaskNotFoundError",
     "TaskPriority",
     "TaskQueue",
+    "TaskPage",
     "TaskQueueError",
     "TaskSpec",
     "TaskStatus",

@@ -171,6 +171,16 @@ SET status = 'pending', retry_count = 0, run_at = :now, completed_at = NULL,
 WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING id;
 
+-- retry_tasks --
+-- retry_task for the ids in the JSON array :ids, in one statement. OR
+-- IGNORE: a task whose unique_key a live task holds now stays as it is
+-- (it would violate the unique index) instead of failing the whole batch.
+UPDATE OR IGNORE tasks
+SET status = 'pending', retry_count = 0, run_at = :now, completed_at = NULL,
+    worker_id = NULL, lease_expires_at = NULL, claim_token = NULL
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('failed', 'cancelled')
+RETURNING id;
+
 -- get_task --
 -- One task by id.
 SELECT * FROM tasks WHERE id = :id;
@@ -179,25 +189,29 @@ SELECT * FROM tasks WHERE id = :id;
 -- The status of one task (why a fenced update matched nothing).
 SELECT status FROM tasks WHERE id = :id;
 
--- pending_newest --
--- A page of pending tasks, newest first, below id :before_id (keyset
--- pagination): a backward walk of the table from there, which finds them
--- at once since pending tasks are the recent ones.
+-- list_newest --
+-- A page of tasks, newest first, below id :before_id (keyset pagination),
+-- of one status, type and queue when those are given (NULL: any). A
+-- backward walk of the table from there: pending and running tasks are the
+-- recent ones, so it finds them at once.
 SELECT * FROM tasks
-WHERE status = 'pending' AND id < :before_id
+WHERE id < :before_id
+  AND (:status IS NULL OR status = :status)
+  AND (:task_type IS NULL OR task_type = :task_type)
+  AND (:queue_name IS NULL OR queue_name = :queue_name)
 ORDER BY id DESC LIMIT :limit;
--- running_newest --
--- A page of running tasks, newest first, below id :before_id (as pending_newest).
-SELECT * FROM tasks
-WHERE status = 'running' AND id < :before_id
-ORDER BY id DESC LIMIT :limit;
--- finished_recent --
+
+-- list_finished --
 -- A page of finished tasks of one status, most recently finished first,
--- after (:before_at, :before_id) in that order (keyset pagination).
+-- after (:before_at, :before_id) in that order, of one type and queue when
+-- given: the index of finished tasks, read from the end.
 SELECT * FROM tasks INDEXED BY idx_tasks_finished
 WHERE status = :status AND status IN ('completed', 'failed', 'cancelled')
   AND (completed_at, id) < (:before_at, :before_id)
+  AND (:task_type IS NULL OR task_type = :task_type)
+  AND (:queue_name IS NULL OR queue_name = :queue_name)
 ORDER BY completed_at DESC, id DESC LIMIT :limit;
+
 -- counts --
 -- Tasks per status, over every queue.
 SELECT status, sum(n) FROM task_counts GROUP BY status;

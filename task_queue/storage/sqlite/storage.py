@@ -18,7 +18,17 @@ from typing import Any
 from ...checks import is_non_negative
 from ...errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
 from ...task import Claim, Task
-from ..base import ChangeFeed, ClaimRequest, Completion, FailureRecord, NewTask, Owner, Rescue
+from ..base import (
+    FINISHED,
+    ChangeFeed,
+    ClaimRequest,
+    Completion,
+    FailureRecord,
+    NewTask,
+    Owner,
+    Rescue,
+    TaskFilter,
+)
 from ..rows import claim_order, task_from_row
 from .engine import Engine
 from .schema import open_database, prepare_file
@@ -199,7 +209,6 @@ def _cancel(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
     return False
 
 
-_LIST_QUERY = {"pending": "pending_newest", "running": "running_newest"}
 #: Rows per read transaction of a long listing: a listing of a million
 #: tasks must not hold the engine thread (every caller's, the heartbeats'
 #: included) for seconds.
@@ -406,6 +415,13 @@ class SqliteStorage:
     def retry(self, task_id: int, now: float) -> bool:
         return bool(self._engine.call(_retry, task_id, now, savepoint=False))
 
+    def retry_many(self, task_ids: Sequence[int], now: float) -> list[int]:
+        if not task_ids:
+            return []
+        params = {"ids": json.dumps(list(task_ids)), "now": now}
+        rows = self._engine.call(_rows, "retry_tasks", params, savepoint=False)
+        return sorted(int(r[0]) for r in rows)
+
     def purge(self, statuses: Sequence[str], before: float, limit: int) -> int:
         chosen = json.dumps(list(statuses))
         return int(self._engine.call(_purge, chosen, before, limit, savepoint=False))
@@ -423,17 +439,27 @@ class SqliteStorage:
         rows = self._read(_rows, "get_task", {"id": task_id})
         return task_from_row(rows[0]) if rows else None
 
+    def list_tasks(self, where: TaskFilter, limit: int, after: Task | None = None) -> list[Task]:
+        finished = where.status in FINISHED
+        params: dict[str, Any] = {
+            "status": where.status, "task_type": where.task_type, "queue_name": where.queue_name,
+            "before_id": 2**63 - 1 if after is None else after.id,
+            "before_at": math.inf if after is None or after.completed_at is None
+            else after.completed_at,
+            "limit": limit,
+        }  # fmt: skip
+        rows = self._read(_rows, "list_finished" if finished else "list_newest", params)
+        return [task_from_row(r) for r in rows]
+
     def list_by_status(self, status: str, limit: int) -> list[Task]:
-        query = _LIST_QUERY.get(status, "finished_recent")
-        params: dict[str, Any] = {"status": status, "before_id": 2**63 - 1, "before_at": math.inf}
+        where = TaskFilter(status=status)
         tasks: list[Task] = []
         while len(tasks) < limit:
-            params["limit"] = page = min(LIST_PAGE, limit - len(tasks))
-            rows = self._read(_rows, query, params)
-            tasks.extend(task_from_row(r) for r in rows)
-            if len(rows) < page:
+            want = min(LIST_PAGE, limit - len(tasks))
+            page = self.list_tasks(where, want, tasks[-1] if tasks else None)
+            tasks.extend(page)
+            if len(page) < want:
                 break
-            params["before_id"], params["before_at"] = tasks[-1].id, tasks[-1].completed_at
         return tasks
 
     def counts(self, queue_name: str | None = None) -> dict[str, int]:
