@@ -168,7 +168,8 @@ def insert_params(i: int, now: float) -> dict[str, Any]:
     return {
         "name": f"task {i}", "task_type": NOOP, "payload": json.dumps({"i": i}), "priority": 2,
         "now": now, "scheduled_at": None, "max_retries": 3, "run_at": now, "timeout": None,
-        "unique_key": None,
+        "unique_key": None, "queue_name": "default", "meta": None, "status": "pending",
+        "waiting_on": 0, "depends_on": None, "completed_at": None, "error_message": None,
     }  # fmt: skip
 
 
@@ -357,7 +358,7 @@ def run_drain(
         preload_ours(path, sync, n)
         conn = floor_connection(path, sync)
         Q = queries()
-        claim_sql, complete_sql = Q["claim_types"], Q["complete_task"]
+        claim_sql, complete_sql = Q["claim"], Q["complete_task"]
         types = json.dumps([NOOP])
         done_n = 0
         gc.collect()
@@ -369,7 +370,7 @@ def run_drain(
             params = {
                 "worker_id": "floor", "now": now, "lease_expires_at": now + 30,
                 "limit": floor_batch, "token": random.getrandbits(63), "types": types,
-                "owner_pid": os.getpid(),
+                "queues": None, "owner_pid": os.getpid(),
                 "owner_host": "floor", "owner": "floor", "pid": os.getpid(),
             }  # fmt: skip
             rows = conn.execute(claim_sql, params).fetchall()

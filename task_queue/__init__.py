@@ -30,6 +30,7 @@ from .errors import (
     StatementTooLargeError,
     StorageError,
     TaskCancelled,
+    TaskFailedError,
     TaskNotClaimedError,
     TaskNotFoundError,
     TaskQueueError,
@@ -40,8 +41,8 @@ from .events import Event, EventKind, Hook
 from .queue import TaskQueue
 from .registry import TASK_HANDLERS, HandlerRegistry, handler
 from .retry import RetryPolicy
-from .spec import TaskSpec
-from .task import Claim, Task, TaskPage, TaskPriority, TaskStatus
+from .spec import BatchRef, TaskSpec
+from .task import AttemptRecord, Claim, Task, TaskPage, TaskPriority, TaskStatus
 from .worker import Worker, WorkerOptions
 
 # UPDATE ... RETURNING arrived in SQLite 3.35 (2021); the claim needs it.
@@ -55,6 +56,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "TASK_HANDLERS",
+    "AttemptRecord",
+    "BatchRef",
     "Claim",
     "Clock",
     "DatabaseBusyError",
@@ -78,6 +81,7 @@ __all__ = [
     "Task",
     "TaskCancelled",
     "TaskContext",
+    "TaskFailedError",
     "TaskNotClaimedError",
     "TaskNotFoundError",
     "TaskPage",

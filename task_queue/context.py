@@ -11,10 +11,16 @@ the only layer of interruption that works everywhere (README, "Timeouts").
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .errors import TaskCancelled, TaskTimeout
+from .progress import make_progress
 from .task import Task
+
+if TYPE_CHECKING:
+    from .queue import TaskQueue
 
 __all__ = ["TaskCancelled", "TaskContext", "current_task"]
 
@@ -22,7 +28,19 @@ __all__ = ["TaskCancelled", "TaskContext", "current_task"]
 class TaskContext:
     """What a handler can know about the attempt it runs (``current_task()``)."""
 
-    def __init__(self, task: Task, deadline: float | None, monotonic: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        task: Task,
+        deadline: float | None,
+        monotonic: Callable[[], float],
+        *,
+        queue: TaskQueue | None = None,
+        on_progress: Callable[[Task, dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Made by the Worker for each attempt: ``on_progress`` takes the
+        reports to write, ``queue`` answers :meth:`parents`."""
+        self._queue = queue
+        self._on_progress = on_progress
         #: The task as claimed.
         self.task = task
         #: Monotonic time after which the attempt times out (None: never).
@@ -62,6 +80,27 @@ class TaskContext:
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``, waking early on cancellation; True if cancelled."""
         return self._cancelled.wait(seconds)
+
+    def progress(
+        self, current: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        """Report how far the task is: ``Task.progress`` shows it, while it
+        runs and after. Cheap in a tight loop (the Worker writes the latest
+        value at most four times a second, and the last one always).
+        Refused: NaN, negative numbers, messages over 1,000 characters."""
+        clock = self._queue.clock.time() if self._queue is not None else time.time()
+        value = make_progress(current, total, message, clock)
+        if self._on_progress is not None:
+            self._on_progress(self.task, value)
+
+    def parents(self) -> list[Task]:
+        """The tasks this one depends on (``enqueue(depends_on=...)``), as
+        stored now: completed, so their ``result`` is there to read."""
+        if not self.task.depends_on:
+            return []
+        if self._queue is None:
+            raise RuntimeError("parents() needs the TaskQueue; it works inside a Worker's handler")
+        return self._queue.get_tasks(self.task.depends_on)
 
 
 _local = threading.local()

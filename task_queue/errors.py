@@ -18,7 +18,9 @@ The tree::
     ├── TaskNotClaimedError (also ValueError)  no claim token for the task
     ├── DuplicateTaskError             retry_task() would clash with a live unique_key
     ├── TaskTimeout                    raised inside a handler whose time ran out
-    └── TaskCancelled                  raised by ctx.check() when the task was cancelled or lost
+    ├── TaskCancelled                  raised by ctx.check() when the task was cancelled or lost
+    │                                  (and by result() for a cancelled task)
+    └── TaskFailedError                result() of a task that failed for good
 
 Argument errors that are plainly the caller's (an unknown priority, a negative
 ``max_retries``) are ``ValueError``/``TypeError`` as Python users expect.
@@ -118,3 +120,21 @@ class TaskTimeout(TaskQueueError):
 class TaskCancelled(TaskQueueError):
     """Raised by ``current_task().check()`` when the task was cancelled,
     lost its claim, or its worker is shutting down past the drain deadline."""
+
+
+class TaskFailedError(TaskQueueError):
+    """``TaskQueue.result()`` of a task that failed for good.
+
+    ``message`` and ``traceback`` are the last failure's, as stored (the
+    traceback as text: the exception lived in the worker's process);
+    ``task`` is the task as read.
+    """
+
+    def __init__(self, message: str, traceback: str | None = None, task: object = None) -> None:
+        super().__init__(message)
+        #: The error message of the last failed attempt.
+        self.message = message
+        #: Its formatted traceback, or None.
+        self.traceback = traceback
+        #: The failed Task.
+        self.task = task

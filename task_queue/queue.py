@@ -31,15 +31,16 @@ from .checks import (
 from .claims import ClaimBook
 from .clock import SYSTEM_CLOCK, Clock
 from .context import current_task
-from .errors import TaskNotClaimedError, TaskNotFoundError
+from .errors import TaskCancelled, TaskFailedError, TaskNotClaimedError, TaskNotFoundError
 from .events import Event, EventKind, Hook, Hooks
 from .interrupted import attach_task_ids
 from .maintenance import Rescuer, RescueService
 from .notify import Listeners, Wakeable
 from .owner import host_id
 from .payload import DEFAULT_MAX_BYTES, encode
+from .progress import make_progress
 from .retry import RetryPolicy, decide
-from .spec import TaskSpec, check_task_type
+from .spec import BatchRef, TaskSpec, check_task_type
 from .storage.base import (
     FINISHED,
     ChangeFeed,
@@ -51,7 +52,8 @@ from .storage.base import (
     TaskFilter,
 )
 from .storage.sqlite import SqliteStorage
-from .task import Claim, Task, TaskPage, TaskPriority, TaskStatus
+from .task import AttemptRecord, Claim, Task, TaskPage, TaskPriority, TaskStatus
+from .waiting import Waiters
 
 LOGGER = logging.getLogger(__name__)
 
@@ -150,6 +152,7 @@ class TaskQueue:
         self._listeners = Listeners()
         self._book = ClaimBook(self._renew_claims, self.lease_seconds / 3)
         self._rescue_service = RescueService(self, self.rescue_interval)
+        self._waiters = Waiters(self)
         self._next_rescue = -math.inf  # monotonic
         self._default_worker_id = f"{socket.gethostname()}:{self._pid}"
 
@@ -175,6 +178,7 @@ class TaskQueue:
         timeout: float | None = None,
         unique_key: str | None = None,
         queue_name: str = "default",
+        depends_on: Sequence[int | Task] = (),
     ) -> int:
         """Add a task; return its id once it is durably stored.
 
@@ -189,20 +193,28 @@ class TaskQueue:
             id is returned and nothing is added.
         queue_name: the named queue (1-100 letters, digits, ``-_.:``);
             Workers serve some queues or all.
+        depends_on: ids (or Tasks) of tasks that must complete first: until
+            then it is ``waiting``; if one fails for good or is cancelled,
+            so is this one (TaskNotFoundError for an unknown id).
 
         Nothing is written when an argument is refused.
         """
         spec = TaskSpec(
             name, task_type, payload, priority, scheduled_at, max_retries,
             delay=delay, timeout=timeout, unique_key=unique_key, queue_name=queue_name,
+            depends_on=depends_on,  # type: ignore[arg-type]
         )  # fmt: skip
+        if any(isinstance(d, BatchRef) for d in spec.depends_on):
+            raise ValueError("BatchRef refers to a task of an enqueue_many() batch; use ids here")
         return self._store([spec], many=False)[0]
 
     def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[int]:
         """Add many tasks in one transaction: all of them, or none (on any error).
 
         Each item is a mapping of :meth:`enqueue`'s arguments by name; the
-        ids come back in the same order.
+        ids come back in the same order. A task may depend on an earlier
+        one of the same batch: ``"depends_on": [BatchRef(0)]`` (a pipeline,
+        or a fan-in, in one call).
         """
         specs = [TaskSpec.from_mapping(spec, index) for index, spec in enumerate(tasks)]
         return self._store(specs, many=True) if specs else []
@@ -396,6 +408,8 @@ class TaskQueue:
                 LOGGER.warning(
                     "task %d: completion not recorded, the claim is no longer held", task.id
                 )
+        if recorded:
+            self._waiters.nudge()
         self.hooks.emit_lazy(
             lambda: [
                 Event(EventKind.COMPLETED, task.id, task=task, at=now, status="completed")
@@ -403,6 +417,32 @@ class TaskQueue:
                 if task.claim in recorded
             ]
         )
+
+    def report_progress(
+        self,
+        task: Task,
+        current: float,
+        total: float | None = None,
+        message: str | None = None,
+    ) -> bool:
+        """Record how far a task you hold is (a hand-driven loop's
+        ``current_task().progress()``); written at once. False if the claim
+        is no longer held."""
+        value = make_progress(current, total, message, self.clock.time())
+        return task.claim in self.record_progress([(task, value)])
+
+    def record_progress(self, reports: Sequence[tuple[Task, dict[str, Any]]]) -> set[Claim]:
+        """Store progress reports (from :func:`task_queue.progress.make_progress`)
+        of claimed Tasks in one statement; returns the claims written (a
+        stale holder's report is not). What a Worker's recorder calls."""
+        if not reports:
+            return set()
+        self._check_fork()
+        items = [
+            (task.claim, encode(value, what="progress", max_bytes=self.max_payload_bytes) or "")
+            for task, value in reports
+        ]
+        return self.storage.set_progress(items)
 
     def fail_task(
         self,
@@ -447,19 +487,22 @@ class TaskQueue:
             trace: str | None = "".join(
                 tb.format_exception(type(error), error, error.__traceback__)
             )
+            cause: BaseException | None = error
         elif isinstance(error, str):
             message = error
-            current = sys.exc_info()[1]
+            # Inside ``except``, the traceback being handled is kept.
+            cause = sys.exc_info()[1]
             trace = (
-                "".join(tb.format_exception(type(current), current, current.__traceback__))
-                if current is not None
+                "".join(tb.format_exception(type(cause), cause, cause.__traceback__))
+                if cause is not None
                 else None
             )
         else:
             raise TypeError(f"error must be a string or an exception, got {type(error).__name__}")
         policy = retry_policy or self.retry_policy
         retry_in = decide(task, policy, max_retries)
-        return FailureRecord(error=message, traceback=trace, retry_in=retry_in)
+        error_class = None if cause is None else _class_path(type(cause))
+        return FailureRecord(message, trace, retry_in, error_class)
 
     def record_failure(self, task: Task, failure: FailureRecord) -> bool:
         """Record a failed attempt as decided by :meth:`failure`, if the
@@ -470,6 +513,7 @@ class TaskQueue:
         if not done:
             LOGGER.warning("task %d: failure not recorded, the claim is no longer held", task.id)
             return False
+        self._waiters.nudge()
         if failure.retry_in is not None:
             self._listeners.notify()  # the retry may be due at once
             event = Event(
@@ -560,6 +604,8 @@ class TaskQueue:
         self._check_fork()
         now = self.clock.time()
         done = self.storage.cancel(task_id, now)
+        if done:
+            self._waiters.nudge()
         if done and self.hooks:
             self.hooks.emit(Event(EventKind.CANCELLED, task_id, at=now, status="cancelled"))
         return done
@@ -605,6 +651,59 @@ class TaskQueue:
             if len(page) < _PURGE_CHUNK:
                 return total
             after = page[-1]  # the skipped ones stay failed: page past them
+
+    def wait(self, task_id: int, timeout: float | None = None) -> Task:
+        """Block until the task is finished (completed, failed for good, or
+        cancelled) and return it as stored.
+
+        Raises TimeoutError when ``timeout`` seconds pass first,
+        TaskNotFoundError for an unknown (or purged) id, QueueClosedError if
+        the queue is closed meanwhile. A task finished through this
+        TaskQueue wakes the caller at once; one finished by another process
+        within about 50 ms (the change feed), however many callers wait.
+        """
+        self._check_fork()
+        return self._waiters.wait(_task_id(task_id), timeout)
+
+    def result(self, task_id: int, timeout: float | None = None) -> Any:
+        """Wait as :meth:`wait` does, then return the task's result.
+
+        Raises TaskFailedError (with the error message and traceback) if it
+        failed for good, TaskCancelled if it was cancelled.
+        """
+        task = self.wait(task_id, timeout)
+        if task.status == TaskStatus.COMPLETED:
+            return task.result
+        if task.status == TaskStatus.FAILED:
+            raise TaskFailedError(task.error_message or "failed", task.error_traceback, task=task)
+        raise TaskCancelled(
+            f"task {task.id} was cancelled"
+            + (f": {task.error_message}" if task.error_message else "")
+        )
+
+    def attempts(self, task_id: int) -> list[AttemptRecord]:
+        """The attempts of a task so far, first first: each failed, lost
+        (its worker died) or cancelled one with its error, and then the
+        one that completed or runs now."""
+        task = self.get_task(task_id)
+        if task is None:
+            raise TaskNotFoundError(f"no task with id {task_id}")
+        history = self.storage.attempts(task.id)
+        if task.status in (TaskStatus.COMPLETED, TaskStatus.RUNNING) and task.attempts:
+            done = task.status == TaskStatus.COMPLETED
+            finished = task.completed_at if done else None
+            outcome = "completed" if done else "running"
+            latest = AttemptRecord(
+                task.attempts, task.worker_id, task.started_at, finished, outcome
+            )
+            history.append(latest)
+        return history
+
+    def get_tasks(self, task_ids: Iterable[int]) -> list[Task]:
+        """The tasks with these ids (those that exist), in the order asked; one read."""
+        ids = [_task_id(t) for t in task_ids]
+        self._check_fork()
+        return self.storage.get_many(ids) if ids else []
 
     def get_task(self, task_id: int) -> Task | None:
         """The task with this id as stored now, or None."""
@@ -735,7 +834,7 @@ class TaskQueue:
                 f"older_than must be a finite number of seconds >= 0, got {older_than!r}"
             )
         chosen = _statuses(statuses)
-        live = {TaskStatus.PENDING, TaskStatus.RUNNING} & set(chosen)
+        live = {TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING} & set(chosen)
         if live:
             names = sorted(s.value for s in live)
             raise ValueError(f"purge only deletes finished tasks, not {names}")
@@ -783,8 +882,10 @@ class TaskQueue:
         self._listeners.remove(event)
 
     def wake_listeners(self) -> None:
-        """Set every listener (a task may have become available)."""
+        """Set every listener (a task may have become available), and look
+        again at the tasks callers wait for."""
         self._listeners.notify()
+        self._waiters.nudge()
 
     def change_feed(self) -> ChangeFeed:
         """A cheap cross-process "did anyone else commit?" poll (each feed
@@ -816,6 +917,7 @@ class TaskQueue:
     def close(self) -> None:
         """Stop renewing held claims, finish queued writes and close the
         database; later calls raise QueueClosedError."""
+        self._waiters.close()
         self._book.close()
         self.storage.close()
 
@@ -894,6 +996,11 @@ def _statuses(statuses: Iterable[TaskStatus | str]) -> list[TaskStatus]:
                 f"unknown status {status!r}; expected one of {[s.value for s in TaskStatus]}"
             ) from None
     return chosen
+
+
+def _class_path(kind: type) -> str:
+    """ "module.QualName" of an exception class (Django's exception_class_path)."""
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _safe_str(error: BaseException) -> str:

@@ -12,16 +12,30 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .checks import check_queue_name, check_text, is_positive
 from .payload import DEFAULT_MAX_BYTES, encode
 from .storage.base import NewTask
-from .task import TaskPriority
+from .task import Task, TaskPriority
 
 # SQLite integers are signed 64-bit.
 _MAX_INT64 = 2**63 - 1
+#: Most tasks one task may depend on.
+MAX_DEPENDENCIES = 10_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchRef:
+    """In ``enqueue_many``: the task at ``index`` of the same batch (an
+    earlier one), for ``depends_on`` before its id is known."""
+
+    index: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.index, bool) or not isinstance(self.index, int) or self.index < 0:
+            raise ValueError(f"BatchRef index must be an int >= 0, got {self.index!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +63,11 @@ class TaskSpec:
     unique_key: str | None = None
     #: The named queue (1-100 letters, digits, ``-_.:``); Workers serve some or all.
     queue_name: str = "default"
+    #: Ids of tasks (or, in enqueue_many, BatchRefs to earlier tasks of the
+    #: batch) that must complete before this one runs.
+    depends_on: Sequence[int | BatchRef] = ()
+    #: JSON metadata carried with the task, for hooks (not for the handler).
+    meta: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -73,6 +92,11 @@ class TaskSpec:
             raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         object.__setattr__(self, "priority", parse_priority(self.priority))
         check_queue_name(self.queue_name)
+        object.__setattr__(self, "depends_on", _dependencies(self.depends_on))
+        if self.meta is not None and not isinstance(self.meta, Mapping):
+            raise TypeError(
+                f"meta must be a mapping of JSON values, got {type(self.meta).__name__}"
+            )
         _due_time(0.0, self.scheduled_at, self.delay)  # validates both
 
     @classmethod
@@ -84,7 +108,15 @@ class TaskSpec:
         if unknown:
             raise TypeError(f"task #{index} has unknown keys: {sorted(map(str, unknown))}")
         try:
-            return cls(**spec)
+            made = cls(**spec)
+            later = [
+                r.index for r in made.depends_on if isinstance(r, BatchRef) and r.index >= index
+            ]
+            if later:
+                raise ValueError(
+                    f"depends_on may refer only to earlier tasks of the batch, not #{later[0]}"
+                )
+            return made
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"task #{index}: {exc}") from exc
 
@@ -102,10 +134,31 @@ class TaskSpec:
             timeout=None if self.timeout is None else float(self.timeout),
             unique_key=self.unique_key,
             queue_name=self.queue_name,
+            depends_on=tuple(d for d in self.depends_on if isinstance(d, int)),
+            depends_on_batch=tuple(d.index for d in self.depends_on if isinstance(d, BatchRef)),
+            meta=None if self.meta is None else encode(dict(self.meta), what="meta"),
         )
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(TaskSpec))
+
+
+def _dependencies(depends_on: object) -> tuple[int | BatchRef, ...]:
+    if isinstance(depends_on, (str, bytes)) or not isinstance(depends_on, Iterable):
+        raise TypeError(f"depends_on must be a list of task ids, got {depends_on!r}")
+    found: list[int | BatchRef] = []
+    for item in depends_on:
+        if isinstance(item, Task):
+            item = item.id
+        if isinstance(item, BatchRef):
+            found.append(item)
+        elif isinstance(item, bool) or not isinstance(item, int) or not 0 < item <= _MAX_INT64:
+            raise ValueError(f"depends_on holds task ids (ints > 0), got {item!r}")
+        else:
+            found.append(item)
+    if len(found) > MAX_DEPENDENCIES:
+        raise ValueError(f"a task may depend on at most {MAX_DEPENDENCIES} tasks, got {len(found)}")
+    return tuple(dict.fromkeys(found))  # each once, in order
 
 
 def check_task_type(task_type: object) -> None:

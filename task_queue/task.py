@@ -24,7 +24,9 @@ class TaskPriority(IntEnum):
 
 
 class TaskStatus(str, Enum):
-    """Lifecycle: pending -> running -> completed | failed; pending/running -> cancelled.
+    """Lifecycle: pending -> running -> completed | failed; pending/running -> cancelled;
+    waiting -> pending once every task it depends on completed (cancelled if one
+    of them fails for good or is cancelled).
 
     ``running`` means claimed: a worker holds the task's lease. A Worker may
     hold a few short tasks in its prefetch buffer before a thread starts
@@ -38,12 +40,20 @@ class TaskStatus(str, Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Waits for tasks it depends on (``enqueue(..., depends_on=[...])``).
+    WAITING = "waiting"
 
     def __str__(self) -> str:
         return self.value
 
     def __format__(self, spec: str) -> str:
         return format(self.value, spec)
+
+    @property
+    def finished(self) -> bool:
+        """Completed, failed (for good) or cancelled: it will not run again
+        unless retry_task() puts it back."""
+        return self in _FINISHED
 
 
 class Claim(NamedTuple):
@@ -53,6 +63,9 @@ class Claim(NamedTuple):
 
     task_id: int
     token: int
+
+
+_FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,8 +80,8 @@ class Task:
     task_type: str
     #: The JSON payload handed to the handler (None when enqueued without one).
     payload: Any
-    #: Higher runs first.
-    priority: TaskPriority
+    #: Higher runs first: a TaskPriority, or an int from -100 to 100.
+    priority: TaskPriority | int
     status: TaskStatus
     #: Who holds (or last held) the claim.
     worker_id: str | None
@@ -107,6 +120,17 @@ class Task:
     owner_pid: int | None = None
     #: The named queue it is in (Workers serve some queues or all).
     queue_name: str = "default"
+    #: The last progress its handler reported (``current_task().progress()``):
+    #: ``{"current", "total", "message", "updated_at"}``, or None.
+    progress: dict[str, Any] | None = None
+    #: The ids of the tasks it depends on (it runs once all completed).
+    depends_on: tuple[int, ...] = ()
+    #: How many of those have not completed yet.
+    waiting_on: int = 0
+    #: When its first attempt started (``started_at`` is the latest one's).
+    first_started_at: float | None = None
+    #: JSON metadata carried with the task (for hooks: a trace context...).
+    meta: dict[str, Any] | None = None
 
     @property
     def claim(self) -> Claim:
@@ -150,3 +174,20 @@ class TaskPage(NamedTuple):
     tasks: list[Task]
     #: Pass as ``after=`` for the next page; None when this was the last.
     next: str | None
+
+
+class AttemptRecord(NamedTuple):
+    """One attempt of a task, from its history (``TaskQueue.attempts()``)."""
+
+    attempt: int
+    worker_id: str | None
+    started_at: float | None
+    finished_at: float | None
+    #: "completed", "retried" (failed, to run again), "failed" (for good),
+    #: "lost" (its worker died or stalled: rescued), "cancelled", or
+    #: "running" for the attempt in progress.
+    outcome: str
+    #: The exception's class as "module.QualName", when there was one.
+    error_class: str | None = None
+    error: str | None = None
+    traceback: str | None = None

@@ -30,7 +30,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..task import Claim, Task
+from ..task import AttemptRecord, Claim, Task
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -48,6 +48,12 @@ class NewTask:
     timeout: float | None
     unique_key: str | None
     queue_name: str = "default"
+    #: Ids of tasks it waits for.
+    depends_on: tuple[int, ...] = ()
+    #: Indices of earlier tasks of the same enqueue batch it waits for.
+    depends_on_batch: tuple[int, ...] = ()
+    #: JSON text of the task's metadata, or None.
+    meta: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -95,6 +101,8 @@ class FailureRecord:
     #: Seconds from ``now`` until the retry is due; None: failed for good
     #: (the dead-letter state).
     retry_in: float | None
+    #: The exception's class as "module.QualName", when there was one.
+    error_class: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -171,10 +179,15 @@ class Storage(Protocol):
         """Record successes of claims still held; returns the claims recorded."""
         ...
 
+    def set_progress(self, items: Sequence[tuple[Claim, str]]) -> set[Claim]:
+        """Store the progress (JSON text) of running tasks whose claims still
+        hold; returns the claims written."""
+        ...
+
     def fail(self, claim: Claim, failure: FailureRecord, now: float) -> bool:
         """Record a failed attempt if ``claim`` still holds: pending again
         ``failure.retry_in`` seconds from now (a retry used), or failed for
-        good. False if fenced out."""
+        good; and the attempt in the history. False if fenced out."""
         ...
 
     def release(self, claims: Sequence[Claim]) -> list[Claim]:
@@ -231,6 +244,20 @@ class Storage(Protocol):
 
     # -- reads ---------------------------------------------------------------
     def get(self, task_id: int) -> Task | None: ...
+
+    def attempts(self, task_id: int) -> list[AttemptRecord]:
+        """The attempts recorded for a task (failed, lost, cancelled), first
+        first; the one that succeeded or runs now is the task row itself."""
+        ...
+
+    def get_many(self, task_ids: Sequence[int]) -> list[Task]:
+        """The tasks with these ids that exist, in the order asked."""
+        ...
+
+    def finished_among(self, task_ids: Sequence[int]) -> tuple[list[Task], list[int]]:
+        """Of these ids: the tasks finished (completed, failed, cancelled),
+        and the ids that no longer exist. One read: how waiters are woken."""
+        ...
 
     def list_tasks(self, where: TaskFilter, limit: int, after: Task | None = None) -> list[Task]:
         """Up to ``limit`` tasks matching ``where``, in listing order: most

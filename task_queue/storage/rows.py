@@ -18,7 +18,8 @@ TASK_COLUMNS = (
     "created_at", "scheduled_at", "started_at", "completed_at", "max_retries",
     "retry_count", "error_message", "result", "attempts", "run_at",
     "lease_expires_at", "claim_token", "timeout", "unique_key", "error_traceback",
-    "owner_host", "owner_pid", "queue_name",
+    "owner_host", "owner_pid", "queue_name", "progress", "depends_on", "waiting_on",
+    "has_dependents", "first_started_at", "meta",
 )  # fmt: skip
 
 # Dict lookups: calling the Enum classes costs several times more, on the
@@ -32,16 +33,19 @@ def task_from_row(row: Sequence[Any]) -> Task:
     (id_, name, task_type, payload, priority, status, worker_id, created_at, scheduled_at,
      started_at, completed_at, max_retries, retry_count, error_message, result, attempts,
      run_at, lease_expires_at, claim_token, timeout, unique_key, error_traceback, owner_host,
-     owner_pid, queue_name) = row  # fmt: skip
+     owner_pid, queue_name, progress, depends_on, waiting_on, _has_dependents, first_started_at,
+     meta) = row  # fmt: skip
     return Task(
         id=id_, name=name, task_type=task_type, payload=decode(payload),
-        priority=_PRIORITY[priority], status=_STATUS[status], worker_id=worker_id,
+        priority=_PRIORITY.get(priority, priority), status=_STATUS[status], worker_id=worker_id,
         created_at=created_at, scheduled_at=scheduled_at, started_at=started_at,
         completed_at=completed_at, max_retries=max_retries, retry_count=retry_count,
         error_message=error_message, result=decode(result), attempts=attempts,
         run_at=run_at, lease_expires_at=lease_expires_at, claim_token=claim_token,
         timeout=timeout, unique_key=unique_key, error_traceback=error_traceback,
         owner_host=owner_host, owner_pid=owner_pid, queue_name=queue_name,
+        progress=decode(progress), depends_on=tuple(decode(depends_on) or ()),
+        waiting_on=waiting_on, first_started_at=first_started_at, meta=decode(meta),
     )  # fmt: skip
 
 

@@ -106,7 +106,10 @@ class Executors:
         options = self._handlers.options(task.task_type)
         timeout = task.timeout if task.timeout is not None else options.timeout
         start = self._monotonic()
-        ctx = TaskContext(task, None if timeout is None else start + timeout, self._monotonic)
+        ctx = TaskContext(
+            task, None if timeout is None else start + timeout, self._monotonic,
+            queue=self._queue, on_progress=self._recorder.report_progress,
+        )  # fmt: skip
         if timeout is not None:
             self._on_timed()
         return Attempt(task, ctx, slot, timeout)

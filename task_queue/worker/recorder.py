@@ -16,6 +16,11 @@ the fault clears. One outcome's error never affects another's.
 The dispatcher also borrows the waiting completions (:meth:`Recorder.lend`)
 to write them in the same transaction as its next claim: one commit
 instead of two per batch of short tasks.
+
+Progress reports (``current_task().progress()``) are coalesced here: only
+the latest of each task is kept, written with the next batch or at most
+every ``WRITE_INTERVAL`` when there is nothing else to write, and always
+before the task's own outcome (after it, the write would be fenced out).
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from ..errors import QueueClosedError, StorageError, TaskNotFoundError
+from ..progress import WRITE_INTERVAL
 from ..queue import TaskQueue
 from ..storage.base import FailureRecord
 from ..task import Claim, Task
@@ -77,6 +85,11 @@ class Recorder:
         self._writing: list[Outcome] = []
         # Completions borrowed by the dispatcher, being written with a claim.
         self._lent: list[Outcome] = []
+        # The latest unwritten progress of each task, and when progress alone
+        # may be written next (monotonic).
+        self._progress: dict[Claim, tuple[Task, dict[str, Any]]] = {}
+        self._progress_writing: set[Claim] = set()
+        self._progress_due = 0.0
         self._closing = False
         self._gave_up = False
         self._thread = threading.Thread(target=self._loop, name=f"{name}-recorder", daemon=True)
@@ -90,6 +103,14 @@ class Recorder:
             if len(self._todo) == 1:
                 self._cond.notify()
 
+    def report_progress(self, task: Task, value: dict[str, Any]) -> None:
+        """Keep ``value`` as the task's latest progress (replacing any unwritten one)."""
+        with self._cond:
+            first = not self._progress
+            self._progress[task.claim] = (task, value)
+            if first:
+                self._cond.notify()
+
     def held(self) -> list[Claim]:
         """Claims whose outcome is not committed yet (the heartbeat keeps them)."""
         with self._cond:
@@ -99,10 +120,15 @@ class Recorder:
         """Take the waiting completions, to be written by the caller; then
         :meth:`settle` them, or :meth:`give_back` if the write failed."""
         with self._cond:
-            if self._closing or not any(o.failure is None for o in self._todo):
+            # A completion whose progress is not written yet stays here: the
+            # progress must go first.
+            mine = [
+                o for o in self._todo if o.failure is not None or o.task.claim in self._progress
+            ]
+            if self._closing or len(mine) == len(self._todo):
                 return []
-            lent = [o for o in self._todo if o.failure is None]
-            self._todo = [o for o in self._todo if o.failure is not None]
+            lent = [o for o in self._todo if o not in mine]
+            self._todo = mine
             self._lent.extend(lent)
             return lent
 
@@ -152,11 +178,20 @@ class Recorder:
         while True:
             with self._cond:
                 while not self._todo and not (self._closing and not self._lent):
-                    self._cond.wait()
-                if not self._todo:
+                    if self._progress:
+                        wait = self._progress_due - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+                if not self._todo and not self._progress:
                     return  # closing, and nothing left here or lent out
                 self._writing, self._todo = self._todo, []
+                reports, self._progress = self._progress, {}
+                self._progress_writing = set(reports)
             try:
+                self._write_progress(reports)
                 self._write(self._writing)
                 backoff = 0.0
             except QueueClosedError:
@@ -185,12 +220,23 @@ class Recorder:
                         return
                     self._todo[:0] = self._writing  # keep the order; retry first
                     self._writing = []
+                    for claim, report in reports.items():
+                        self._progress.setdefault(claim, report)  # unless a newer one came
                     self._cond.wait(backoff)
                 continue
             except Exception:  # pragma: no cover - never let the thread die
                 LOGGER.exception("recording outcomes failed; dropped (leases will expire)")
             with self._cond:
                 self._writing = []
+                self._progress_writing = set()
+
+    def _write_progress(self, reports: dict[Claim, tuple[Task, dict[str, Any]]]) -> None:
+        if not reports:
+            return
+        self._queue.record_progress(list(reports.values()))
+        # Progress alone waits a while before its next write: a tight loop
+        # of reports costs a dict assignment each, not a statement.
+        self._progress_due = time.monotonic() + WRITE_INTERVAL
 
     def _write(self, batch: list[Outcome]) -> None:
         """Write ``batch``, removing from it what is done, so that a retry

@@ -112,6 +112,7 @@ def test_hostile_strings_are_stored_and_returned_exactly(
         "completed": 1,
         "failed": 1,
         "cancelled": 0,
+        "waiting": 0,  # the status of tasks waiting for others (issue 10)
     }
 
 

@@ -63,7 +63,7 @@ def test_stats_per_queue_and_in_all(queue: TaskQueue) -> None:
     queue.enqueue("d", "t")
     assert queue.get_queue_stats()["pending"] == 5
     assert queue.get_queue_stats("emails") == {
-        "pending": 3, "running": 0, "completed": 0, "failed": 0, "cancelled": 0,
+        "pending": 3, "running": 0, "completed": 0, "failed": 0, "cancelled": 0, "waiting": 0,
     }  # fmt: skip
     assert queue.get_queue_stats("nobody-uses-this")["pending"] == 0
     queue.pause("later")  # a queue nobody used yet

@@ -37,6 +37,7 @@ def test_priority_values_match_seed_md() -> None:
         "completed",
         "failed",
         "cancelled",
+        "waiting",  # added by issue 10: waits for the tasks it depends on
     ]
 
 

@@ -30,7 +30,8 @@ from task_queue import (
     TaskStatus,
 )
 
-ALL_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+# The seed API's five, then "waiting" (tasks waiting for others, issue 10).
+ALL_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "waiting")
 
 
 @pytest.fixture
@@ -510,7 +511,9 @@ def test_get_queue_stats_has_every_status_with_zeros(queue: TaskQueue) -> None:
             queue.fail_task(task, "x")
     queue.cancel_task(ids[-1])
     stats = queue.get_queue_stats()
-    assert stats == {"pending": 2, "running": 1, "completed": 1, "failed": 1, "cancelled": 1}
+    assert stats == {
+        "pending": 2, "running": 1, "completed": 1, "failed": 1, "cancelled": 1, "waiting": 0,
+    }  # fmt: skip
     assert (
         stats[TaskStatus.PENDING] == 2
     )  # TaskStatus is a str: the seed API's stats['pending'] too
@@ -627,7 +630,9 @@ def test_reopening_the_file_keeps_every_task(db_path: str) -> None:
     with TaskQueue(db_path) as reopened:
         assert {i: reopened.get_task(i) for i in ids} == before
         assert reopened.get_queue_stats() == stats
-        assert stats == {"pending": 47, "running": 1, "completed": 1, "failed": 0, "cancelled": 1}
+        assert stats == {
+            "pending": 47, "running": 1, "completed": 1, "failed": 0, "cancelled": 1, "waiting": 0,
+        }  # fmt: skip
         assert reopened.get_task(completed.id).result == {"done": True}  # type: ignore[union-attr]
         # New ids continue after the old ones.
         assert reopened.enqueue("new", "t") > max(ids)

@@ -185,6 +185,7 @@ def test_flask_enqueue_then_poll_status(flask_app: Any) -> None:
         "completed": 1,
         "failed": 0,
         "cancelled": 0,
+        "waiting": 0,
     }
 
 

@@ -13,6 +13,8 @@ import task_queue
 
 EXPECTED_ALL = [
     "TASK_HANDLERS",
+    "AttemptRecord",
+    "BatchRef",
     "Claim",
     "Clock",
     "DatabaseBusyError",
@@ -36,6 +38,7 @@ EXPECTED_ALL = [
     "Task",
     "TaskCancelled",
     "TaskContext",
+    "TaskFailedError",
     "TaskNotClaimedError",
     "TaskNotFoundError",
     "TaskPage",

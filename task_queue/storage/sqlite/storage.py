@@ -17,7 +17,7 @@ from typing import Any
 
 from ...checks import is_non_negative
 from ...errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
-from ...task import Claim, Task
+from ...task import AttemptRecord, Claim, Task
 from ..base import (
     FINISHED,
     ChangeFeed,
@@ -45,19 +45,29 @@ SYNCHRONOUS_MODES = ("FULL", "NORMAL", "EXTRA")
 def _enqueue(
     conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float
 ) -> list[tuple[int, bool]]:
-    if len(tasks) > 1 and all(t.unique_key is None and "\x00" not in t.name for t in tasks):
+    if len(tasks) > 1 and all(_plain(t) for t in tasks):
         return [(task_id, True) for task_id in _enqueue_bulk(conn, tasks, now)]
     ids: list[tuple[int, bool]] = []
-    for t in tasks:
+    for index, t in enumerate(tasks):
+        parents = list(dict.fromkeys([*t.depends_on, *(ids[i][0] for i in t.depends_on_batch)]))
         params = {
             "name": t.name, "task_type": t.task_type, "payload": t.payload,
             "priority": t.priority, "now": now, "scheduled_at": t.scheduled_at,
             "max_retries": t.max_retries, "run_at": t.run_at, "timeout": t.timeout,
-            "unique_key": t.unique_key, "queue_name": t.queue_name,
+            "unique_key": t.unique_key, "queue_name": t.queue_name, "meta": t.meta,
+            "status": "pending", "waiting_on": 0, "depends_on": None, "completed_at": None,
+            "error_message": None,
         }  # fmt: skip
+        if parents:
+            params.update(_dependency_state(conn, parents, now, index))
         row = conn.execute(Q["insert_task"], params).fetchone()
         if row is not None:
-            ids.append((int(row[0]), True))
+            task_id = int(row[0])
+            if parents:
+                deps = {"task_id": task_id, "ids": json.dumps(parents)}
+                conn.execute(Q["insert_dependencies"], deps)
+                conn.execute(Q["mark_depended_on"], deps)
+            ids.append((task_id, True))
             continue
         # A live task holds this unique_key (in this batch or before).
         row = conn.execute(Q["find_live_unique"], {"unique_key": t.unique_key}).fetchone()
@@ -67,14 +77,43 @@ def _enqueue(
     return ids
 
 
+def _plain(t: NewTask) -> bool:
+    """Goes in the one-statement insert: no unique key or dependencies, and
+    no NUL in its name (SQLite's JSON functions end text at a NUL; task
+    types cannot hold one, and JSON payload text escapes it)."""
+    no_deps = not t.depends_on and not t.depends_on_batch
+    return t.unique_key is None and no_deps and "\x00" not in t.name
+
+
+def _dependency_state(
+    conn: sqlite3.Connection, parents: list[int], now: float, index: int
+) -> dict[str, Any]:
+    """Status and counters of a new task that waits for ``parents``; under
+    the write lock, so no parent finishes in between."""
+    found = dict(conn.execute(Q["dependency_states"], {"ids": json.dumps(parents)}).fetchall())
+    missing = [p for p in parents if p not in found]
+    if missing:
+        raise TaskNotFoundError(
+            f"task #{index} depends on task(s) that do not exist: {missing[:10]}"
+        )
+    state: dict[str, Any] = {"depends_on": json.dumps(parents)}
+    doomed = [p for p in parents if found[p] in ("failed", "cancelled")]
+    if doomed:
+        why = f"cancelled: task {doomed[0]}, which it depends on, was {found[doomed[0]]}"
+        state.update(status="cancelled", completed_at=now, error_message=why)
+        return state
+    unfinished = sum(1 for p in parents if found[p] != "completed")
+    if unfinished:
+        state.update(status="waiting", waiting_on=unfinished)
+    return state
+
+
 def _bulk_row(t: NewTask) -> list[Any]:
     return [t.name, t.task_type, t.payload, t.priority, t.scheduled_at, t.max_retries, t.run_at,
-            t.timeout, t.queue_name]  # fmt: skip
+            t.timeout, t.queue_name, t.meta]  # fmt: skip
 
 
 def _enqueue_bulk(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float) -> list[int]:
-    # SQLite's JSON functions end text at a NUL, hence no NUL in names here
-    # (task types cannot hold one; JSON payload text escapes it).
     rows = json.dumps([_bulk_row(t) for t in tasks], ensure_ascii=False, allow_nan=False)
     ids = sorted(int(r[0]) for r in conn.execute(Q["insert_tasks"], {"tasks": rows, "now": now}))
     if len(ids) != len(tasks):  # pragma: no cover - every row inserts or the statement fails
@@ -125,11 +164,25 @@ def _by_bytes(items: Sequence[Completion]) -> list[list[Completion]]:
     return chunks
 
 
+def _attempt(
+    conn: sqlite3.Connection, task_id: int, token: int | None, now: float, outcome: str,
+    error: str | None = None, error_class: str | None = None, traceback: str | None = None,
+) -> None:  # fmt: skip
+    params = {
+        "id": task_id, "token": token, "now": now, "outcome": outcome, "error": error,
+        "error_class": error_class, "traceback": traceback,
+    }  # fmt: skip
+    conn.execute(Q["record_attempt"], params)
+
+
 def _fail(conn: sqlite3.Connection, claim: Claim, failure: FailureRecord, now: float) -> bool:
     params: dict[str, Any] = {
         "id": claim.task_id, "token": claim.token, "now": now,
         "error": failure.error, "traceback": failure.traceback,
     }  # fmt: skip
+    outcome = "failed" if failure.retry_in is None else "retried"
+    _attempt(conn, claim.task_id, claim.token, now, outcome, failure.error,
+             failure.error_class, failure.traceback)  # fmt: skip
     if failure.retry_in is None:
         return conn.execute(Q["fail_final"], params).fetchone() is not None
     params["run_at"] = now + max(0.0, failure.retry_in)
@@ -158,6 +211,10 @@ def _rescue(
             "id": r.claim.task_id, "token": r.claim.token, "now": now, "error": r.error,
             "lease_expires_at": r.lease_expires_at,
         }  # fmt: skip
+        seen = conn.execute(Q["task_lease"], {"id": r.claim.task_id}).fetchone()
+        if seen is None or seen[0] != r.claim.token or seen[1] != r.lease_expires_at:
+            continue  # no longer the claim the rescuer found
+        _attempt(conn, r.claim.task_id, r.claim.token, now, "lost", r.error)
         if r.retry_in is None:
             row = conn.execute(Q["rescue_final"], params).fetchone()
         else:
@@ -202,6 +259,8 @@ def _retry(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
 
 
 def _cancel(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
+    # A running attempt ends here too (its late result will be fenced out).
+    conn.execute(Q["record_running_attempt"], {"id": task_id, "now": now, "outcome": "cancelled"})
     if _one_returning(conn, "cancel_task", {"id": task_id, "now": now}):
         return True
     if not _exists(conn, task_id):
@@ -383,8 +442,16 @@ class SqliteStorage:
         done: set[Claim] = engine.call(_complete, list(completions), now, savepoint=False)
         return done
 
+    def set_progress(self, items: Sequence[tuple[Claim, str]]) -> set[Claim]:
+        engine = self._engine
+        if not items:
+            return set()
+        payload = json.dumps([[c.task_id, c.token, text] for c, text in items])
+        rows = engine.call(_rows, "set_progress", {"items": payload}, savepoint=False)
+        return {Claim(int(r[0]), int(r[1])) for r in rows}
+
     def fail(self, claim: Claim, failure: FailureRecord, now: float) -> bool:
-        return bool(self._engine.call(_fail, claim, failure, now, savepoint=False))
+        return bool(self._engine.call(_fail, claim, failure, now))
 
     def release(self, claims: Sequence[Claim]) -> list[Claim]:
         engine = self._engine
@@ -410,7 +477,7 @@ class SqliteStorage:
         return applied
 
     def cancel(self, task_id: int, now: float) -> bool:
-        return bool(self._engine.call(_cancel, task_id, now, savepoint=False))
+        return bool(self._engine.call(_cancel, task_id, now))
 
     def retry(self, task_id: int, now: float) -> bool:
         return bool(self._engine.call(_retry, task_id, now, savepoint=False))
@@ -438,6 +505,21 @@ class SqliteStorage:
     def get(self, task_id: int) -> Task | None:
         rows = self._read(_rows, "get_task", {"id": task_id})
         return task_from_row(rows[0]) if rows else None
+
+    def attempts(self, task_id: int) -> list[AttemptRecord]:
+        rows = self._read(_rows, "task_attempts", {"id": task_id})
+        return [AttemptRecord(*row) for row in rows]
+
+    def get_many(self, task_ids: Sequence[int]) -> list[Task]:
+        rows = self._read(_rows, "get_tasks", {"ids": json.dumps(list(task_ids))})
+        by_id = {row[0]: row for row in rows}
+        return [task_from_row(by_id[i]) for i in dict.fromkeys(task_ids) if i in by_id]
+
+    def finished_among(self, task_ids: Sequence[int]) -> tuple[list[Task], list[int]]:
+        rows = self._read(_rows, "finished_among", {"ids": json.dumps(list(task_ids))})
+        finished = [task_from_row(row[1:]) for row in rows if row[1] is not None]
+        missing = [int(row[0]) for row in rows if row[1] is None]
+        return finished, missing
 
     def list_tasks(self, where: TaskFilter, limit: int, after: Task | None = None) -> list[Task]:
         finished = where.status in FINISHED

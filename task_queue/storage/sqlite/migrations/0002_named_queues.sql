@@ -1,8 +1,10 @@
--- Migration 2: named queues and pauses; integer priorities from -100 to 100
--- (the four named levels keep their values 1..4).
+-- Migration 2 (task_queue 0.2): named queues and pauses; integer priorities
+-- from -100 to 100 (the four named levels keep their values 1..4); progress,
+-- dependencies between tasks (status "waiting") and the history of failed
+-- attempts; the registry of workers.
 --
 -- SQLite cannot change a CHECK constraint in place, so the tasks table is
--- rebuilt (the "12-step" way): every task is copied with queue "default".
+-- rebuilt (the "12-step" way): every task is copied, into queue "default".
 -- It runs in one transaction with the version bump: all of it or none.
 
 -- The triggers and indexes go with the old table; drop the triggers first,
@@ -22,7 +24,8 @@ CREATE TABLE tasks_v2 (
     payload          TEXT,
     priority         INTEGER NOT NULL CHECK (priority BETWEEN -100 AND 100),
     status           TEXT    NOT NULL
-                     CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled')),
+                     CHECK (status IN ('pending', 'running', 'completed', 'failed', 'cancelled',
+                                       'waiting')),
     worker_id        TEXT,
     created_at       REAL    NOT NULL,
     scheduled_at     REAL,
@@ -42,16 +45,30 @@ CREATE TABLE tasks_v2 (
     owner_host       TEXT,
     owner_pid        INTEGER,
     queue_name       TEXT    NOT NULL DEFAULT 'default'
-                     CHECK (length(queue_name) BETWEEN 1 AND 100)
+                     CHECK (length(queue_name) BETWEEN 1 AND 100),
+    -- The last progress a running task reported, JSON.
+    progress         TEXT,
+    -- The ids it waits for (JSON array), and how many of them have not
+    -- completed yet: status "waiting" until that is 0.
+    depends_on       TEXT,
+    waiting_on       INTEGER NOT NULL DEFAULT 0,
+    -- Some task waits for this one (only then do its outcomes look for
+    -- dependents: the completion of every other task costs nothing more).
+    has_dependents   INTEGER NOT NULL DEFAULT 0,
+    -- When its first attempt started (started_at is the latest one's).
+    first_started_at REAL,
+    -- Free-form JSON carried with the task for hooks (a trace context...).
+    meta             TEXT
 );
 INSERT INTO tasks_v2 (id, name, task_type, payload, priority, status, worker_id, created_at,
                       scheduled_at, started_at, completed_at, max_retries, retry_count,
                       error_message, result, attempts, run_at, lease_expires_at, claim_token,
-                      timeout, unique_key, error_traceback, owner_host, owner_pid, queue_name)
+                      timeout, unique_key, error_traceback, owner_host, owner_pid, queue_name,
+                      first_started_at)
 SELECT id, name, task_type, payload, priority, status, worker_id, created_at, scheduled_at,
        started_at, completed_at, max_retries, retry_count, error_message, result, attempts,
        run_at, lease_expires_at, claim_token, timeout, unique_key, error_traceback, owner_host,
-       owner_pid, 'default'
+       owner_pid, 'default', started_at
 FROM tasks;
 DROP TABLE tasks;
 ALTER TABLE tasks_v2 RENAME TO tasks;
@@ -91,6 +108,71 @@ BEGIN
     UPDATE task_counts SET n = n - 1
     WHERE queue_name = OLD.queue_name AND status = OLD.status;
 END;
+
+-- Dependencies, looked up by the task depended on. A completion lets its
+-- dependents go (the last one makes each pending); a failure for good or a
+-- cancellation cancels them, and theirs in turn (recursive triggers).
+CREATE TABLE task_dependencies (
+    depends_on INTEGER NOT NULL,
+    task_id    INTEGER NOT NULL,
+    PRIMARY KEY (depends_on, task_id)
+) WITHOUT ROWID;
+CREATE TRIGGER tasks_dependents_go AFTER UPDATE OF status ON tasks
+WHEN NEW.has_dependents AND NEW.status = 'completed' AND OLD.status <> 'completed'
+BEGIN
+    UPDATE tasks
+    SET waiting_on = waiting_on - 1,
+        status = CASE WHEN waiting_on = 1 THEN 'pending' ELSE status END
+    WHERE status = 'waiting'
+      AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = NEW.id);
+END;
+CREATE TRIGGER tasks_dependents_cancelled AFTER UPDATE OF status ON tasks
+WHEN NEW.has_dependents AND NEW.status IN ('failed', 'cancelled')
+     AND OLD.status NOT IN ('failed', 'cancelled')
+BEGIN
+    UPDATE tasks
+    SET status = 'cancelled', completed_at = coalesce(NEW.completed_at, NEW.run_at),
+        error_message = 'cancelled: task ' || NEW.id || ', which it depends on, was '
+                        || NEW.status
+    WHERE status = 'waiting'
+      AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = NEW.id);
+END;
+
+-- Failed attempts (also those lost with their worker), one row each, for
+-- the history a dashboard or Django's TaskResult.errors shows. The attempt
+-- that succeeded, or runs now, is the task row itself.
+CREATE TABLE task_attempts (
+    task_id     INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    worker_id   TEXT,
+    started_at  REAL,
+    finished_at REAL    NOT NULL,
+    -- "retried", "failed" (for good), "lost" (rescued), "cancelled".
+    outcome     TEXT    NOT NULL,
+    error_class TEXT,
+    error       TEXT,
+    traceback   TEXT,
+    PRIMARY KEY (task_id, attempt)
+);
+-- What goes with a task when purge() deletes it.
+CREATE TRIGGER tasks_purge_related AFTER DELETE ON tasks
+BEGIN
+    DELETE FROM task_attempts WHERE task_id = OLD.id;
+    DELETE FROM task_dependencies WHERE task_id = OLD.id;
+END;
+
+-- Workers, as they report themselves: at start, with each heartbeat, at stop.
+CREATE TABLE workers (
+    worker_id   TEXT PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    host        TEXT    NOT NULL,
+    pid         INTEGER NOT NULL,
+    queues      TEXT,
+    concurrency INTEGER NOT NULL,
+    started_at  REAL    NOT NULL,
+    last_seen   REAL    NOT NULL,
+    stopped_at  REAL
+) WITHOUT ROWID;
 
 -- Paused queues: nothing is claimed from them (the claim reads this table),
 -- in every process on the file. A queue nobody used yet may be paused.
