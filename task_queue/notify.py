@@ -59,6 +59,8 @@ class Wakeup:
         return self._flag
 
     def set(self) -> None:
+        if self._flag:
+            return  # already set: whoever waits wakes anyway (hot path: once per task)
         with self._cond:
             self._flag = True
             self._cond.notify_all()

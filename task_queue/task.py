@@ -132,11 +132,13 @@ class Task:
     #: JSON metadata carried with the task (for hooks: a trace context...).
     meta: dict[str, Any] | None = None
 
-    @property
-    def claim(self) -> Claim:
-        """This snapshot's claim (token 0, which no claim has, if it was
-        read while not claimed)."""
-        return Claim(self.id, self.claim_token or 0)
+    #: This snapshot's claim: (id, claim token); token 0, which no claim
+    #: has, if it was read while not claimed. Made once, with the Task: it
+    #: keys every in-flight map of a Worker.
+    claim: Claim = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "claim", Claim(self.id, self.claim_token or 0))
 
     # Read-only mapping access: task["id"], task.get("name"), dict(task).
     def __getitem__(self, key: str) -> Any:
@@ -164,7 +166,7 @@ class Task:
         return {name: getattr(self, name) for name in _FIELD_NAMES}
 
 
-_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Task))
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Task) if f.init)
 
 
 class TaskPage(NamedTuple):

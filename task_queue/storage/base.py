@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..task import AttemptRecord, Claim, Task
 
@@ -82,9 +82,8 @@ class ClaimRequest:
     queues: Sequence[str] | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Completion:
-    """A successful attempt to record."""
+class Completion(NamedTuple):
+    """A successful attempt to record (a tuple: one is made per task)."""
 
     claim: Claim
     #: The handler's result as JSON text (None: no result).

@@ -3,7 +3,6 @@ cancellation propagation (issue 10, section 3)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from typing import Any
 
@@ -175,36 +174,6 @@ def test_a_batch_may_refer_only_to_earlier_tasks(queue: TaskQueue) -> None:
                 {"name": "b", "task_type": "t", "depends_on": [BatchRef(2)]},
             ]
         )
-
-
-def test_ten_thousand_dependents_are_released_by_one_statement(
-    queue: TaskQueue, db_path: str
-) -> None:
-    parent = queue.enqueue("p", "t")
-    children = queue.enqueue_many(
-        [{"name": f"c{i}", "task_type": "t", "depends_on": [parent]} for i in range(10_000)]
-    )
-    assert queue.get_queue_stats()["waiting"] == 10_000
-    statements: list[str] = []
-    # Count what the completion executes, on a connection of our own with
-    # the same schema (triggers do the work inside the one UPDATE).
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    conn.execute("PRAGMA recursive_triggers = ON")
-    conn.set_trace_callback(statements.append)
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("UPDATE tasks SET status = 'completed', completed_at = 1 WHERE id = ?", (parent,))
-    conn.execute("COMMIT")
-    conn.close()
-    # One statement from the application (the trace repeats it for each
-    # step of the triggers that do the work inside it).
-    assert set(statements) == {
-        "BEGIN IMMEDIATE",
-        f"UPDATE tasks SET status = 'completed', completed_at = 1 WHERE id = {parent}",
-        "COMMIT",
-    }
-    assert queue.get_queue_stats()["pending"] == 10_000
-    assert queue.get_queue_stats()["waiting"] == 0
-    assert _status(queue, children[-1]) == TaskStatus.PENDING
 
 
 def test_a_parent_rescued_after_a_crash_keeps_its_dependent_waiting(

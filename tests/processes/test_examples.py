@@ -281,3 +281,18 @@ def test_readme_examples_table_commands_work_after_the_setup_commands() -> None:
     commands = re.findall(r"^\| `([^`]+)`", table, re.MULTILINE)
     assert commands, table
     assert all(c.startswith(".venv/bin/python examples/") for c in commands), commands
+
+
+def test_etl_pipeline_runs_and_prints_progress_while_it_waits() -> None:
+    proc = run_example("examples/etl_pipeline.py")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "enqueued the pipeline: tasks 1..5" in out
+    assert re.search(r"#1 extract orders\s+running\s+\d+/60 reading the source", out)
+    for country in ("DE", "FR", "NL"):
+        assert re.search(rf"transform {country}\s+completed 20/20 summing {country}", out)
+    assert "report: {'DE': 991, 'FR': 1024, 'NL': 956} (60 rows)" in out
+    # The load step ran only after all three transforms completed.
+    assert out.index("#5 load report      completed") > max(
+        out.index(f"transform {c}     completed") for c in ("DE", "FR", "NL")
+    )

@@ -83,7 +83,10 @@ WHERE id IN (
               LIMIT :limit))
     ORDER BY priority DESC, run_at, id
     LIMIT :limit)
-RETURNING *;
+-- Only what the claimer does not know already (rows.py, CLAIMED_COLUMNS).
+RETURNING id, name, task_type, payload, priority, created_at, scheduled_at, max_retries,
+          retry_count, error_message, attempts, run_at, timeout, unique_key, error_traceback,
+          queue_name, depends_on, first_started_at, meta;
 -- complete_task --
 -- Record success, only for the current holder of the claim (fencing).
 UPDATE tasks
@@ -105,7 +108,27 @@ FROM (SELECT json_extract(value, '$[0]') AS done_id, json_extract(value, '$[1]')
       FROM json_each(:items)) AS done
 WHERE tasks.id = done.done_id AND tasks.claim_token = done.done_token
   AND +tasks.status = 'running'
-RETURNING tasks.id, tasks.claim_token;
+RETURNING tasks.id, tasks.claim_token, tasks.has_dependents;
+
+-- release_dependents --
+-- Task :parent completed: each task waiting for it has one fewer to wait
+-- for, and becomes pending when none is left. One statement however many.
+UPDATE tasks
+SET waiting_on = waiting_on - 1,
+    status = CASE WHEN waiting_on = 1 THEN 'pending' ELSE status END
+WHERE status = 'waiting'
+  AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = :parent);
+
+-- cancel_dependents --
+-- Task :parent failed for good or was cancelled: what waits for it is
+-- cancelled, saying why. Returns those that have dependents of their own
+-- (the next level).
+UPDATE tasks
+SET status = 'cancelled', completed_at = :now,
+    error_message = 'cancelled: task ' || :parent || ', which it depends on, was ' || :status
+WHERE status = 'waiting'
+  AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = :parent)
+RETURNING id, has_dependents;
 
 -- set_progress --
 -- The progress of running tasks whose claims are held: :items is a JSON
@@ -161,7 +184,7 @@ UPDATE tasks
 SET status = 'failed', completed_at = :now, error_message = :error,
     error_traceback = :traceback, lease_expires_at = NULL
 WHERE id = :id AND claim_token = :token AND status = 'running'
-RETURNING id;
+RETURNING id, has_dependents;
 -- release_task --
 -- Give a claimed task back unfinished (shutdown): pending again, and the
 -- attempt does not count.
@@ -204,7 +227,7 @@ SET status = 'pending', retry_count = retry_count + 1, run_at = :run_at,
     error_message = :error, lease_expires_at = NULL
 WHERE id = :id AND claim_token = :token AND status = 'running'
   AND lease_expires_at IS :lease_expires_at
-RETURNING id, status;
+RETURNING id, status, has_dependents;
 
 -- rescue_final --
 -- A lost claim with no retries left: failed for good (fenced as rescue_retry).
@@ -213,7 +236,7 @@ SET status = 'failed', completed_at = :now, run_at = :now, error_message = :erro
     lease_expires_at = NULL
 WHERE id = :id AND claim_token = :token AND status = 'running'
   AND lease_expires_at IS :lease_expires_at
-RETURNING id, status;
+RETURNING id, status, has_dependents;
 -- local_owners --
 -- Processes on this host holding running tasks (the rescuer checks which are gone).
 SELECT DISTINCT owner_pid FROM tasks INDEXED BY idx_tasks_lease
@@ -223,8 +246,8 @@ WHERE status = 'running' AND owner_host = :owner_host AND owner_pid IS NOT NULL;
 -- its next heartbeat; its late outcome is then fenced out by the status.
 UPDATE tasks
 SET status = 'cancelled', completed_at = :now, lease_expires_at = NULL
-WHERE id = :id AND status IN ('pending', 'running')
-RETURNING id;
+WHERE id = :id AND status IN ('pending', 'running', 'waiting')
+RETURNING id, has_dependents;
 
 -- retry_task --
 -- A failed or cancelled task back to pending with a fresh retry budget.

@@ -131,9 +131,6 @@ def open_database(conn: sqlite3.Connection, *, synchronous: str) -> None:
     # engine truncates it entirely once idle (engine.py).
     conn.execute("PRAGMA journal_size_limit = 4194304")
     conn.execute("PRAGMA foreign_keys = ON")
-    # A failure for good cancels the tasks waiting for it, and their
-    # dependents in turn: a trigger whose update fires it again.
-    conn.execute("PRAGMA recursive_triggers = ON")
     _migrate(conn)
     _check_columns(conn)
 

@@ -29,7 +29,7 @@ from ..base import (
     Rescue,
     TaskFilter,
 )
-from ..rows import claim_order, task_from_row
+from ..rows import claim_order, claimed_from_row, task_from_row
 from .engine import Engine
 from .schema import open_database, prepare_file
 from .sql import QUERIES
@@ -141,8 +141,25 @@ def _complete(conn: sqlite3.Connection, items: Sequence[Completion], now: float)
         # hands back exactly that text.
         payload = json.dumps([[c.claim.task_id, c.claim.token, c.result] for c in chunk])
         rows = conn.execute(Q["complete_many"], {"items": payload, "now": now}).fetchall()
-        recorded.update(Claim(int(r[0]), int(r[1])) for r in rows)
+        # Plain (id, token) tuples: equal to, and hashed like, the Claims
+        # they stand for, without a NamedTuple made per task here.
+        recorded.update((task_id, token) for task_id, token, _ in rows)  # type: ignore[misc]
+        for task_id, _, has_dependents in rows:
+            if has_dependents:
+                conn.execute(Q["release_dependents"], {"parent": task_id})
     return recorded
+
+
+def _cancel_dependents(conn: sqlite3.Connection, parent: int, status: str, now: float) -> None:
+    """``parent`` failed for good or was cancelled: cancel what waits for it,
+    level by level (no depth limit, one statement per task depended on)."""
+    frontier = [(parent, status)]
+    while frontier:
+        task_id, why = frontier.pop()
+        params = {"parent": task_id, "status": why, "now": now}
+        for child, has_dependents in conn.execute(Q["cancel_dependents"], params).fetchall():
+            if has_dependents:
+                frontier.append((int(child), "cancelled"))
 
 
 #: Result bytes per complete_many statement. Results are up to 8 MiB each
@@ -184,7 +201,10 @@ def _fail(conn: sqlite3.Connection, claim: Claim, failure: FailureRecord, now: f
     _attempt(conn, claim.task_id, claim.token, now, outcome, failure.error,
              failure.error_class, failure.traceback)  # fmt: skip
     if failure.retry_in is None:
-        return conn.execute(Q["fail_final"], params).fetchone() is not None
+        row = conn.execute(Q["fail_final"], params).fetchone()
+        if row is not None and row[1]:
+            _cancel_dependents(conn, claim.task_id, "failed", now)
+        return row is not None
     params["run_at"] = now + max(0.0, failure.retry_in)
     return conn.execute(Q["fail_retry"], params).fetchone() is not None
 
@@ -222,6 +242,8 @@ def _rescue(
             row = conn.execute(Q["rescue_retry"], params).fetchone()
         if row is not None:
             applied.append((int(row[0]), str(row[1])))
+            if row[1] == "failed" and row[2]:
+                _cancel_dependents(conn, int(row[0]), "failed", now)
     return applied
 
 
@@ -261,7 +283,10 @@ def _retry(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
 def _cancel(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
     # A running attempt ends here too (its late result will be fenced out).
     conn.execute(Q["record_running_attempt"], {"id": task_id, "now": now, "outcome": "cancelled"})
-    if _one_returning(conn, "cancel_task", {"id": task_id, "now": now}):
+    row = conn.execute(Q["cancel_task"], {"id": task_id, "now": now}).fetchone()
+    if row is not None:
+        if row[1]:
+            _cancel_dependents(conn, task_id, "cancelled", now)
         return True
     if not _exists(conn, task_id):
         raise TaskNotFoundError(f"no task with id {task_id}")
@@ -433,7 +458,20 @@ class SqliteStorage:
         recorded, rows = self._engine.call(
             _claim, list(completions), now, params, savepoint=bool(completions)
         )
-        return recorded, claim_order([task_from_row(r) for r in rows])
+        lease_expires_at = now + request.lease_seconds
+        tasks = [
+            claimed_from_row(
+                r,
+                worker_id=request.worker_id,
+                now=now,
+                lease_expires_at=lease_expires_at,
+                token=request.token,
+                owner_host=request.owner.host,
+                owner_pid=request.owner.pid,
+            )
+            for r in rows
+        ]
+        return recorded, claim_order(tasks)
 
     def complete(self, completions: Sequence[Completion], now: float) -> set[Claim]:
         engine = self._engine  # raises QueueClosedError, even with nothing to do

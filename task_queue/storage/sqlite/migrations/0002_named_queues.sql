@@ -109,34 +109,16 @@ BEGIN
     WHERE queue_name = OLD.queue_name AND status = OLD.status;
 END;
 
--- Dependencies, looked up by the task depended on. A completion lets its
--- dependents go (the last one makes each pending); a failure for good or a
--- cancellation cancels them, and theirs in turn (recursive triggers).
+-- Dependencies, looked up by the task depended on. The storage's units
+-- release a completed task's dependents (the last one makes each pending)
+-- and cancel a failed or cancelled one's, level by level, in the same
+-- transaction as that outcome; tasks nobody depends on (has_dependents 0)
+-- cost nothing more.
 CREATE TABLE task_dependencies (
     depends_on INTEGER NOT NULL,
     task_id    INTEGER NOT NULL,
     PRIMARY KEY (depends_on, task_id)
 ) WITHOUT ROWID;
-CREATE TRIGGER tasks_dependents_go AFTER UPDATE OF status ON tasks
-WHEN NEW.has_dependents AND NEW.status = 'completed' AND OLD.status <> 'completed'
-BEGIN
-    UPDATE tasks
-    SET waiting_on = waiting_on - 1,
-        status = CASE WHEN waiting_on = 1 THEN 'pending' ELSE status END
-    WHERE status = 'waiting'
-      AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = NEW.id);
-END;
-CREATE TRIGGER tasks_dependents_cancelled AFTER UPDATE OF status ON tasks
-WHEN NEW.has_dependents AND NEW.status IN ('failed', 'cancelled')
-     AND OLD.status NOT IN ('failed', 'cancelled')
-BEGIN
-    UPDATE tasks
-    SET status = 'cancelled', completed_at = coalesce(NEW.completed_at, NEW.run_at),
-        error_message = 'cancelled: task ' || NEW.id || ', which it depends on, was '
-                        || NEW.status
-    WHERE status = 'waiting'
-      AND id IN (SELECT task_id FROM task_dependencies WHERE depends_on = NEW.id);
-END;
 
 -- Failed attempts (also those lost with their worker), one row each, for
 -- the history a dashboard or Django's TaskResult.errors shows. The attempt
