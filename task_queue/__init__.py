@@ -38,8 +38,10 @@ from .errors import (
     UnsafeDatabaseFileError,
 )
 from .events import Event, EventKind, Hook
+from .limits import RateLimit
+from .periodic import Schedule
 from .queue import TaskQueue
-from .registry import TASK_HANDLERS, HandlerRegistry, handler
+from .registry import TASK_HANDLERS, HandlerRegistry, handler, periodic
 from .retry import RetryPolicy
 from .spec import BatchRef, TaskSpec
 from .task import AttemptRecord, Claim, Task, TaskPage, TaskPriority, TaskStatus
@@ -73,8 +75,10 @@ __all__ = [
     "NotAQueueDatabaseError",
     "PayloadError",
     "QueueClosedError",
+    "RateLimit",
     "ReadOnlyDatabaseError",
     "RetryPolicy",
+    "Schedule",
     "StatementTooLargeError",
     "StorageError",
     "SystemClock",
@@ -96,4 +100,5 @@ __all__ = [
     "WorkerOptions",
     "current_task",
     "handler",
+    "periodic",
 ]

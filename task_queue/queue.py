@@ -19,7 +19,7 @@ import socket
 import sys
 import traceback as tb
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .checks import (
     check_queue_name,
@@ -34,6 +34,7 @@ from .context import current_task
 from .errors import TaskCancelled, TaskFailedError, TaskNotClaimedError, TaskNotFoundError
 from .events import Event, EventKind, Hook, Hooks
 from .interrupted import attach_task_ids
+from .limits import Limits
 from .maintenance import Rescuer, RescueService
 from .notify import Listeners, Wakeable
 from .owner import host_id
@@ -48,12 +49,24 @@ from .storage.base import (
     Completion,
     FailureRecord,
     Owner,
+    ScheduleRow,
     Storage,
     TaskFilter,
 )
 from .storage.sqlite import SqliteStorage
-from .task import AttemptRecord, Claim, Task, TaskPage, TaskPriority, TaskStatus
+from .task import (
+    AttemptRecord,
+    Claim,
+    ScheduleInfo,
+    Task,
+    TaskPage,
+    TaskPriority,
+    TaskStatus,
+)
 from .waiting import Waiters
+
+if TYPE_CHECKING:
+    from .periodic import Schedule
 
 LOGGER = logging.getLogger(__name__)
 
@@ -179,6 +192,7 @@ class TaskQueue:
         unique_key: str | None = None,
         queue_name: str = "default",
         depends_on: Sequence[int | Task] = (),
+        concurrency_key: str | None = None,
     ) -> int:
         """Add a task; return its id once it is durably stored.
 
@@ -196,13 +210,15 @@ class TaskQueue:
         depends_on: ids (or Tasks) of tasks that must complete first: until
             then it is ``waiting``; if one fails for good or is cancelled,
             so is this one (TaskNotFoundError for an unknown id).
+        concurrency_key: with a handler's ``concurrency_limit=N``, at most
+            N tasks of its type with this key run at once.
 
         Nothing is written when an argument is refused.
         """
         spec = TaskSpec(
             name, task_type, payload, priority, scheduled_at, max_retries,
             delay=delay, timeout=timeout, unique_key=unique_key, queue_name=queue_name,
-            depends_on=depends_on,  # type: ignore[arg-type]
+            depends_on=depends_on, concurrency_key=concurrency_key,  # type: ignore[arg-type]
         )  # fmt: skip
         if any(isinstance(d, BatchRef) for d in spec.depends_on):
             raise ValueError("BatchRef refers to a task of an enqueue_many() batch; use ids here")
@@ -304,10 +320,13 @@ class TaskQueue:
         worker_id: str | None = None,
         task_types: Sequence[str] | None = None,
         queues: Sequence[str] | None = None,
+        limits: Mapping[str, Limits] | None = None,
     ) -> list[Task]:
         """Record ``completions`` and claim up to ``limit`` tasks (of these
         types, from these queues; None: any), in one transaction: what a
-        Worker's dispatcher calls (one commit per batch).
+        Worker's dispatcher calls (one commit per batch). ``limits``: the
+        rate and concurrency limits of some of ``task_types`` (from their
+        handlers), applied in the claim across every process.
 
         completions: (claimed Task, result as JSON text from
             :func:`task_queue.payload.encode`) pairs; each is recorded only
@@ -327,6 +346,7 @@ class TaskQueue:
             limit=limit,
             task_types=task_types,
             queues=queues,
+            limits=limits or None,
             token=secrets.randbits(63),
             lease_seconds=self.lease_seconds,
         )
@@ -731,6 +751,52 @@ class TaskQueue:
             name: {s.value: counts.get(name, {}).get(s.value, 0) for s in TaskStatus}
             for name in names
         }
+
+    # -- periodic schedules ------------------------------------------------------
+    def schedules(self) -> list[ScheduleInfo]:
+        """Every periodic schedule the file knows (declared by a Worker that
+        carries it), with its next fire time and the last slot it fired."""
+        self._check_fork()
+        return self.storage.schedules()
+
+    def declare_schedules(self, schedules: Sequence[Schedule]) -> None:
+        """Make schedules known to the file (a Worker does this when it
+        starts, before their first slot)."""
+        self._check_fork()
+        now = self.clock.time()
+        rows = [
+            ScheduleRow(
+                name=s.name or s.task_type,
+                task_type=s.task_type,
+                expression=s.expression,
+                queue_name=s.queue_name,
+                misfire=s.misfire,
+                next_fire=s.next_after(now),
+            )
+            for s in schedules
+        ]
+        self.storage.declare_schedules(rows, now)
+
+    def fire_schedule(
+        self, schedule: Schedule, now: float | None = None
+    ) -> list[tuple[float, int]]:
+        """Enqueue the tasks of ``schedule``'s due slots (by its misfire
+        policy), each exactly once however many Workers do the same at the
+        same time; returns (slot, task id) of those this call fired."""
+        self._check_fork()
+        wall = self.clock.time() if now is None else now
+        name = schedule.name or schedule.task_type
+        slots = schedule.due(self.storage.last_slot(name), wall)
+        if not slots:
+            return []
+        rows = [(slot, schedule.spec(slot).encode(wall, self.max_payload_bytes)) for slot in slots]
+        fired = self.storage.fire_slots(name, rows, schedule.next_after(wall), wall)
+        if fired:
+            self._listeners.notify()
+            self.hooks.emit_lazy(
+                lambda: [Event(EventKind.ENQUEUED, task_id, at=wall) for _, task_id in fired]
+            )
+        return fired
 
     # -- pause and resume ------------------------------------------------------
     def pause(self, queue_name: str) -> None:

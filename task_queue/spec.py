@@ -68,6 +68,9 @@ class TaskSpec:
     depends_on: Sequence[int | BatchRef] = ()
     #: JSON metadata carried with the task, for hooks (not for the handler).
     meta: Mapping[str, Any] | None = None
+    #: With a handler's concurrency_limit: at most that many of its tasks
+    #: with this key run at once (one account's tasks, one at a time...).
+    concurrency_key: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -93,6 +96,13 @@ class TaskSpec:
         object.__setattr__(self, "priority", parse_priority(self.priority))
         check_queue_name(self.queue_name)
         object.__setattr__(self, "depends_on", _dependencies(self.depends_on))
+        key = self.concurrency_key
+        if key is not None:
+            if not isinstance(key, str) or not key or len(key) > 200:
+                raise ValueError(
+                    f"concurrency_key must be a string of 1 to 200 characters, got {key!r}"
+                )
+            check_text("concurrency_key", key)
         if self.meta is not None and not isinstance(self.meta, Mapping):
             raise TypeError(
                 f"meta must be a mapping of JSON values, got {type(self.meta).__name__}"
@@ -137,6 +147,7 @@ class TaskSpec:
             depends_on=tuple(d for d in self.depends_on if isinstance(d, int)),
             depends_on_batch=tuple(d.index for d in self.depends_on if isinstance(d, BatchRef)),
             meta=None if self.meta is None else encode(dict(self.meta), what="meta"),
+            concurrency_key=self.concurrency_key,
         )
 
 

@@ -131,6 +131,8 @@ class Task:
     first_started_at: float | None = None
     #: JSON metadata carried with the task (for hooks: a trace context...).
     meta: dict[str, Any] | None = None
+    #: Its key for its handler's concurrency limit, if any.
+    concurrency_key: str | None = None
 
     #: This snapshot's claim: (id, claim token); token 0, which no claim
     #: has, if it was read while not claimed. Made once, with the Task: it
@@ -193,3 +195,22 @@ class AttemptRecord(NamedTuple):
     error_class: str | None = None
     error: str | None = None
     traceback: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleInfo:
+    """A schedule as the file knows it (``TaskQueue.schedules()``)."""
+
+    name: str
+    task_type: str
+    expression: str
+    queue_name: str
+    misfire: str
+    #: The next slot (epoch seconds), as last computed by a Worker.
+    next_fire: float | None
+    #: The last slot fired, and the task it made.
+    last_slot: float | None
+    last_task_id: int | None
+    #: When a Worker carrying it last said so (a schedule removed from the
+    #: code stops being declared, and firing).
+    declared_at: float

@@ -27,10 +27,11 @@ Conventions every operation follows:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-from ..task import AttemptRecord, Claim, Task
+from ..limits import Limits
+from ..task import AttemptRecord, Claim, ScheduleInfo, Task
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,6 +55,8 @@ class NewTask:
     depends_on_batch: tuple[int, ...] = ()
     #: JSON text of the task's metadata, or None.
     meta: str | None = None
+    #: Concurrency-limited types run at most N at once per key.
+    concurrency_key: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,6 +83,9 @@ class ClaimRequest:
     lease_seconds: float
     #: Only from these queues (None: every queue); paused queues never.
     queues: Sequence[str] | None = None
+    #: Claim-time limits of some of ``task_types`` (rate, concurrency),
+    #: shared by every process on the storage.
+    limits: Mapping[str, Limits] | None = None
 
 
 class Completion(NamedTuple):
@@ -129,6 +135,18 @@ class TaskFilter:
 #: Finished statuses are listed most recently finished first; a listing of
 #: any other status, or of all, newest (highest id) first.
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A schedule as a Worker declares it to the file."""
+
+    name: str
+    task_type: str
+    expression: str
+    queue_name: str
+    misfire: str
+    next_fire: float | None
 
 
 class ChangeFeed(Protocol):
@@ -215,6 +233,28 @@ class Storage(Protocol):
         """Failed or cancelled -> pending with a fresh retry budget; False
         otherwise. Raises TaskNotFoundError for an unknown id and
         DuplicateTaskError when a live task holds its unique_key."""
+        ...
+
+    def declare_schedules(self, schedules: Sequence[ScheduleRow], now: float) -> None:
+        """Record the schedules a Worker carries (new ones, or their new
+        definition), declared now."""
+        ...
+
+    def last_slot(self, name: str) -> float | None:
+        """The last slot schedule ``name`` fired, or None."""
+        ...
+
+    def fire_slots(
+        self, name: str, slots: Sequence[tuple[float, NewTask]], next_fire: float, now: float
+    ) -> list[tuple[float, int]]:
+        """Enqueue the task of each slot not fired yet, in one transaction
+        with a unique record of the slot: a slot at or before the last one
+        fired, or fired already by anyone, makes nothing. Returns (slot,
+        task id) of those fired."""
+        ...
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """Every schedule the file knows, by name."""
         ...
 
     def pause(self, queue_name: str, now: float) -> None:

@@ -19,7 +19,7 @@ TASK_COLUMNS = (
     "retry_count", "error_message", "result", "attempts", "run_at",
     "lease_expires_at", "claim_token", "timeout", "unique_key", "error_traceback",
     "owner_host", "owner_pid", "queue_name", "progress", "depends_on", "waiting_on",
-    "has_dependents", "first_started_at", "meta",
+    "has_dependents", "first_started_at", "meta", "concurrency_key",
 )  # fmt: skip
 
 # Dict lookups: calling the Enum classes costs several times more, on the
@@ -34,7 +34,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
      started_at, completed_at, max_retries, retry_count, error_message, result, attempts,
      run_at, lease_expires_at, claim_token, timeout, unique_key, error_traceback, owner_host,
      owner_pid, queue_name, progress, depends_on, waiting_on, _has_dependents, first_started_at,
-     meta) = row  # fmt: skip
+     meta, concurrency_key) = row  # fmt: skip
     return Task(
         id=id_, name=name, task_type=task_type, payload=decode(payload),
         priority=_PRIORITY.get(priority, priority), status=_STATUS[status], worker_id=worker_id,
@@ -46,6 +46,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
         owner_host=owner_host, owner_pid=owner_pid, queue_name=queue_name,
         progress=decode(progress), depends_on=tuple(decode(depends_on) or ()),
         waiting_on=waiting_on, first_started_at=first_started_at, meta=decode(meta),
+        concurrency_key=concurrency_key,
     )  # fmt: skip
 
 
@@ -56,6 +57,7 @@ CLAIMED_COLUMNS = (
     "id", "name", "task_type", "payload", "priority", "created_at", "scheduled_at",
     "max_retries", "retry_count", "error_message", "attempts", "run_at", "timeout",
     "unique_key", "error_traceback", "queue_name", "depends_on", "first_started_at", "meta",
+    "concurrency_key",
 )  # fmt: skip
 
 
@@ -72,7 +74,7 @@ def claimed_from_row(
     """The Task for one row of CLAIMED_COLUMNS, as the claim left it."""
     (id_, name, task_type, payload, priority, created_at, scheduled_at, max_retries,
      retry_count, error_message, attempts, run_at, timeout, unique_key, error_traceback,
-     queue_name, depends_on, first_started_at, meta) = row  # fmt: skip
+     queue_name, depends_on, first_started_at, meta, concurrency_key) = row  # fmt: skip
     return Task(
         id=id_, name=name, task_type=task_type, payload=decode(payload),
         priority=_PRIORITY.get(priority, priority), status=TaskStatus.RUNNING,
@@ -83,7 +85,7 @@ def claimed_from_row(
         unique_key=unique_key, error_traceback=error_traceback, owner_host=owner_host,
         owner_pid=owner_pid, queue_name=queue_name,
         depends_on=tuple(decode(depends_on) or ()) if depends_on else (),
-        first_started_at=first_started_at, meta=decode(meta),
+        first_started_at=first_started_at, meta=decode(meta), concurrency_key=concurrency_key,
     )  # fmt: skip
 
 

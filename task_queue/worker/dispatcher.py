@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from ..clock import JumpDetector
 from ..errors import QueueClosedError, StorageError
 from ..events import Event, EventKind
+from ..limits import Limits
 from ..maintenance import MaintenanceService
 from ..notify import Wakeup
 from ..queue import TaskQueue
@@ -80,6 +81,7 @@ class Dispatcher:
         self._next_poll = now
         self._next_sweep = now
         self._next_due: float | None = None  # epoch seconds
+        self._next_token: float | None = None  # monotonic: a rate limit's next token
         self._backoff = 0.0
 
     # -- signals from other threads -------------------------------------------
@@ -164,6 +166,9 @@ class Dispatcher:
         if self._next_due is not None and self._queue.clock.time() >= self._next_due:
             self._maybe_more = True
             self._next_due = None
+        if self._next_token is not None and now >= self._next_token:
+            self._maybe_more = True
+            self._next_token = None
         # No handlers: nothing to claim (a registry filled later is seen
         # at the next step, within a poll interval).
         free = self.claim_size() if self._handlers else 0
@@ -189,6 +194,8 @@ class Dispatcher:
             # is woken by room() when a task ends (counting an overdue sweep
             # made it step again at once, in a loop, while full).
             next_at = min(next_at, self._next_sweep)
+            if self._next_token is not None:
+                next_at = min(next_at, self._next_token)
         if self._next_due is not None:
             next_at = min(next_at, now + (self._next_due - self._queue.clock.time()))
         return next_at
@@ -235,8 +242,19 @@ class Dispatcher:
             return free
         return 0
 
+    def _limits(self, types: list[str]) -> dict[str, Limits]:
+        """The rate and concurrency limits of the handlers' types."""
+        found = {t: self._handlers.options(t).limits for t in types}
+        return {t: limits for t, limits in found.items() if limits is not None}
+
     def _claim(self, limit: int) -> int:
         types = list(self._handlers)
+        limits = self._limits(types)
+        if any(lim.rate is not None for lim in limits.values()):
+            # A rate-limited type may be held back: look again when its
+            # next token is due (no thread waits for it).
+            rates = [lim.rate.rate for lim in limits.values() if lim.rate is not None]
+            self._next_token = self._monotonic() + 1.0 / max(rates)
         before = self._monotonic()
         # Completions waiting to be written ride along with the claim: one
         # commit for both (the recorder writes whatever is not taken).
@@ -244,7 +262,7 @@ class Dispatcher:
         try:
             tasks = self._queue.complete_and_claim(
                 [(o.task, o.result) for o in lent], limit, worker_id=self._worker_id,
-                task_types=types, queues=self._options.queues,
+                task_types=types, queues=self._options.queues, limits=limits,
             )  # fmt: skip
         except BaseException:
             self._recorder.give_back(lent)

@@ -43,6 +43,7 @@ from typing import Any
 from ..checks import check_queue_names
 from ..errors import NotAQueueDatabaseError, QueueClosedError, ReadOnlyDatabaseError, StorageError
 from ..maintenance import RescueService, UnhandledReport
+from ..periodic import PeriodicService
 from ..queue import TaskQueue
 from ..registry import TASK_HANDLERS, HandlerRegistry
 from .dispatcher import Dispatcher
@@ -158,6 +159,7 @@ class Worker:
                     queue, lambda: self.handlers, self._ledger.idle,
                     options.idle_report_interval, self.name, options.queues,
                 ),
+                PeriodicService(queue, self.handlers.schedules(), self.name),
             ],
         )  # fmt: skip
         self._executors = Executors(

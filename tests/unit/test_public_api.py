@@ -30,8 +30,10 @@ EXPECTED_ALL = [
     "NotAQueueDatabaseError",
     "PayloadError",
     "QueueClosedError",
+    "RateLimit",
     "ReadOnlyDatabaseError",
     "RetryPolicy",
+    "Schedule",
     "StatementTooLargeError",
     "StorageError",
     "SystemClock",
@@ -53,6 +55,7 @@ EXPECTED_ALL = [
     "WorkerOptions",
     "current_task",
     "handler",
+    "periodic",
 ]
 
 

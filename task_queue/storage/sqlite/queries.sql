@@ -8,10 +8,10 @@
 -- cancelled when a dependency had already failed (:error_message says which).
 INSERT INTO tasks (name, task_type, payload, priority, status, created_at, scheduled_at,
                    max_retries, run_at, timeout, unique_key, queue_name, depends_on,
-                   waiting_on, completed_at, error_message, meta)
+                   waiting_on, completed_at, error_message, meta, concurrency_key)
 VALUES (:name, :task_type, :payload, :priority, :status, :now, :scheduled_at,
         :max_retries, :run_at, :timeout, :unique_key, :queue_name, :depends_on,
-        :waiting_on, :completed_at, :error_message, :meta)
+        :waiting_on, :completed_at, :error_message, :meta, :concurrency_key)
 ON CONFLICT DO NOTHING
 RETURNING id;
 
@@ -19,14 +19,14 @@ RETURNING id;
 -- enqueue_many without unique keys or dependencies, in one statement: :tasks
 -- is a JSON array of [name, task_type, payload JSON text or null, priority,
 -- scheduled_at, max_retries, run_at, timeout, queue_name, meta JSON text or
--- null]. Row by row this is half as fast (one statement per task, measured
--- 41k/s against 85k/s).
+-- null, concurrency_key]. Row by row this is half as fast (one statement
+-- per task, measured 41k/s against 85k/s).
 INSERT INTO tasks (name, task_type, payload, priority, status, created_at, scheduled_at,
-                   max_retries, run_at, timeout, queue_name, meta)
+                   max_retries, run_at, timeout, queue_name, meta, concurrency_key)
 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
        json_extract(value, '$[3]'), 'pending', :now, json_extract(value, '$[4]'),
        json_extract(value, '$[5]'), json_extract(value, '$[6]'), json_extract(value, '$[7]'),
-       json_extract(value, '$[8]'), json_extract(value, '$[9]')
+       json_extract(value, '$[8]'), json_extract(value, '$[9]'), json_extract(value, '$[10]')
 FROM json_each(:tasks) ORDER BY key
 RETURNING id;
 
@@ -86,7 +86,58 @@ WHERE id IN (
 -- Only what the claimer does not know already (rows.py, CLAIMED_COLUMNS).
 RETURNING id, name, task_type, payload, priority, created_at, scheduled_at, max_retries,
           retry_count, error_message, attempts, run_at, timeout, unique_key, error_traceback,
-          queue_name, depends_on, first_started_at, meta;
+          queue_name, depends_on, first_started_at, meta, concurrency_key;
+-- limited_candidates --
+-- For a claim of one limited task type (rate or concurrency limit): up to
+-- :scan of its due tasks, in claim order, from the queues served (as in
+-- claim), with their concurrency key ('' for none). The claimer picks
+-- those the limits allow and claims them with claim_ids.
+SELECT t.id, coalesce(t.concurrency_key, '')
+FROM (SELECT value AS name FROM json_each(:queues) WHERE :queues IS NOT NULL
+      UNION ALL
+      SELECT queue_name FROM task_counts
+      WHERE :queues IS NULL AND status = 'pending' AND n > 0) AS q,
+     tasks AS t
+WHERE q.name NOT IN (SELECT queue_name FROM queue_pauses)
+  AND t.id IN (
+      SELECT id FROM tasks INDEXED BY idx_tasks_claim
+      WHERE queue_name = q.name AND status = 'pending' AND run_at <= :now
+        AND task_type = :task_type
+      ORDER BY priority DESC, run_at, id
+      LIMIT :scan)
+ORDER BY t.priority DESC, t.run_at, t.id
+LIMIT :scan;
+
+-- claim_ids --
+-- Claim the pending tasks whose ids are in the JSON array :ids (picked by
+-- the claimer within the same transaction), as claim does.
+UPDATE tasks
+SET status = 'running', worker_id = :worker_id, started_at = :now, attempts = attempts + 1,
+    lease_expires_at = :lease_expires_at, claim_token = :token,
+    owner_host = :owner_host, owner_pid = :owner_pid,
+    first_started_at = coalesce(first_started_at, :now), progress = NULL
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending'
+RETURNING id, name, task_type, payload, priority, created_at, scheduled_at, max_retries,
+          retry_count, error_message, attempts, run_at, timeout, unique_key, error_traceback,
+          queue_name, depends_on, first_started_at, meta, concurrency_key;
+
+-- running_per_key --
+-- Running tasks of one type per concurrency key ('' for none): a read of
+-- the running tasks only (a few per worker thread), so a crashed holder's
+-- place is free as soon as its task is rescued.
+SELECT coalesce(concurrency_key, ''), count(*) FROM tasks INDEXED BY idx_tasks_lease
+WHERE status = 'running' AND task_type = :task_type
+GROUP BY 1;
+
+-- rate_bucket --
+-- The token bucket of a rate-limited type (no row: a full bucket).
+SELECT tokens, updated_at FROM rate_limits WHERE task_type = :task_type;
+
+-- set_rate_bucket --
+-- What is left in the bucket after a claim.
+INSERT INTO rate_limits (task_type, tokens, updated_at) VALUES (:task_type, :tokens, :now)
+ON CONFLICT (task_type) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
+
 -- complete_task --
 -- Record success, only for the current holder of the claim (fencing).
 UPDATE tasks
@@ -316,6 +367,49 @@ SELECT status, sum(n) FROM task_counts GROUP BY status;
 -- queue_counts --
 -- Tasks per queue and status (a queue stays listed, at zero, once used).
 SELECT queue_name, status, n FROM task_counts;
+
+-- declare_schedule --
+-- A Worker carrying schedule :name says so (at its start): its definition
+-- as that Worker has it, and when it fires next.
+INSERT INTO schedules (name, task_type, expression, queue_name, misfire, next_fire, declared_at)
+VALUES (:name, :task_type, :expression, :queue_name, :misfire, :next_fire, :now)
+ON CONFLICT (name) DO UPDATE SET
+    task_type = excluded.task_type, expression = excluded.expression,
+    queue_name = excluded.queue_name, misfire = excluded.misfire,
+    next_fire = excluded.next_fire, declared_at = excluded.declared_at;
+
+-- schedule_last_slot --
+-- The last slot schedule :name fired (NULL: none yet, or not declared).
+SELECT last_slot FROM schedules WHERE name = :name;
+
+-- slot_taken --
+-- Was slot :slot of schedule :name fired already?
+SELECT 1 FROM schedule_slots WHERE name = :name AND slot = :slot;
+
+-- record_slot --
+-- Slot :slot of schedule :name became task :task_id (unique: a second
+-- insert of the slot fails, and its transaction with it).
+INSERT INTO schedule_slots (name, slot, task_id) VALUES (:name, :slot, :task_id);
+
+-- advance_schedule --
+-- Schedule :name fired up to :slot (never back: a late Worker's older slot
+-- does not move it).
+UPDATE schedules
+SET last_slot = :slot, last_task_id = :task_id, next_fire = :next_fire
+WHERE name = :name AND (last_slot IS NULL OR last_slot < :slot);
+
+-- prune_slots --
+-- Slot records older than the last few hundred of a schedule: no slot at
+-- or before last_slot ever fires again, so they only guard what is newer.
+DELETE FROM schedule_slots
+WHERE name = :name AND slot < (
+    SELECT slot FROM schedule_slots WHERE name = :name ORDER BY slot DESC LIMIT 1 OFFSET 500);
+
+-- list_schedules --
+-- Every schedule the file knows, by name.
+SELECT name, task_type, expression, queue_name, misfire, next_fire, last_slot, last_task_id,
+       declared_at
+FROM schedules ORDER BY name;
 
 -- pause_queue --
 -- Pause a queue (used or not); pausing it again keeps the first time.

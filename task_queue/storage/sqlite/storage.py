@@ -7,17 +7,19 @@ transaction committed. Units only run named statements from queries.sql.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...checks import is_non_negative
 from ...errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
-from ...task import AttemptRecord, Claim, Task
+from ...limits import Limits
+from ...task import AttemptRecord, Claim, ScheduleInfo, Task
 from ..base import (
     FINISHED,
     ChangeFeed,
@@ -27,6 +29,7 @@ from ..base import (
     NewTask,
     Owner,
     Rescue,
+    ScheduleRow,
     TaskFilter,
 )
 from ..rows import claim_order, claimed_from_row, task_from_row
@@ -55,6 +58,7 @@ def _enqueue(
             "priority": t.priority, "now": now, "scheduled_at": t.scheduled_at,
             "max_retries": t.max_retries, "run_at": t.run_at, "timeout": t.timeout,
             "unique_key": t.unique_key, "queue_name": t.queue_name, "meta": t.meta,
+            "concurrency_key": t.concurrency_key,
             "status": "pending", "waiting_on": 0, "depends_on": None, "completed_at": None,
             "error_message": None,
         }  # fmt: skip
@@ -82,7 +86,8 @@ def _plain(t: NewTask) -> bool:
     no NUL in its name (SQLite's JSON functions end text at a NUL; task
     types cannot hold one, and JSON payload text escapes it)."""
     no_deps = not t.depends_on and not t.depends_on_batch
-    return t.unique_key is None and no_deps and "\x00" not in t.name
+    no_nul = "\x00" not in t.name and "\x00" not in (t.concurrency_key or "")
+    return t.unique_key is None and no_deps and no_nul
 
 
 def _dependency_state(
@@ -110,7 +115,7 @@ def _dependency_state(
 
 def _bulk_row(t: NewTask) -> list[Any]:
     return [t.name, t.task_type, t.payload, t.priority, t.scheduled_at, t.max_retries, t.run_at,
-            t.timeout, t.queue_name, t.meta]  # fmt: skip
+            t.timeout, t.queue_name, t.meta, t.concurrency_key]  # fmt: skip
 
 
 def _enqueue_bulk(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float) -> list[int]:
@@ -127,11 +132,75 @@ def _claim(
     completions: Sequence[Completion],
     now: float,
     params: dict[str, Any],
+    limits: Mapping[str, Limits],
 ) -> tuple[set[Claim], list[Any]]:
     recorded = _complete(conn, completions, now) if completions else set()
-    # Raw rows: the caller's thread turns them into Tasks, so the engine
-    # thread (the one every caller waits for) is free sooner.
-    return recorded, conn.execute(Q["claim"], params).fetchall()
+    if not limits:
+        # The common case: one statement. Raw rows: the caller's thread
+        # turns them into Tasks, so the engine thread (the one every caller
+        # waits for) is free sooner.
+        return recorded, conn.execute(Q["claim"], params).fetchall()
+    # Limited types first (their tokens and places are scarce), then the
+    # rest fill what is left of the batch.
+    rows: list[Any] = []
+    limit = params["limit"]
+    for task_type, limit_of in limits.items():
+        if len(rows) >= limit:
+            break
+        rows += _claim_limited(conn, task_type, limit_of, limit - len(rows), now, params)
+    free = [t for t in json.loads(params["types"]) if t not in limits]
+    if free and len(rows) < limit:
+        rest = {**params, "types": json.dumps(free), "limit": limit - len(rows)}
+        rows += conn.execute(Q["claim"], rest).fetchall()
+    return recorded, rows
+
+
+#: A limited type's claim looks at most this many of its due tasks (those
+#: whose concurrency key is full are passed over).
+LIMITED_SCAN = 1000
+
+
+def _claim_limited(
+    conn: sqlite3.Connection,
+    task_type: str,
+    limits: Limits,
+    room: int,
+    now: float,
+    params: dict[str, Any],
+) -> list[Any]:
+    tokens = math.inf
+    if limits.rate is not None:
+        bucket = conn.execute(Q["rate_bucket"], {"task_type": task_type}).fetchone()
+        capacity, rate = limits.rate.capacity, limits.rate.rate
+        if bucket is None:
+            tokens = capacity
+        else:
+            stored, updated_at = bucket
+            tokens = min(capacity, stored + max(0.0, now - updated_at) * rate)
+        room = min(room, int(tokens))
+    if room < 1:
+        return []
+    scan = {"task_type": task_type, "now": now, "queues": params["queues"]}
+    scan["scan"] = room if limits.concurrency is None else LIMITED_SCAN
+    candidates = conn.execute(Q["limited_candidates"], scan).fetchall()
+    if limits.concurrency is None:
+        ids = [task_id for task_id, _ in candidates]
+    else:
+        running = dict(conn.execute(Q["running_per_key"], {"task_type": task_type}).fetchall())
+        ids = []
+        for task_id, key in candidates:
+            if running.get(key, 0) < limits.concurrency:
+                running[key] = running.get(key, 0) + 1
+                ids.append(task_id)
+                if len(ids) >= room:
+                    break
+    if not ids:
+        return []
+    rows = conn.execute(Q["claim_ids"], {**params, "ids": json.dumps(ids)}).fetchall()
+    if limits.rate is not None:
+        left = {"task_type": task_type, "tokens": tokens - len(rows), "now": now}
+        conn.execute(Q["set_rate_bucket"], left)
+    return rows
 
 
 def _complete(conn: sqlite3.Connection, items: Sequence[Completion], now: float) -> set[Claim]:
@@ -254,6 +323,37 @@ def _expired(conn: sqlite3.Connection, now: float, owners: str | None) -> list[A
         more = conn.execute(Q["dead_owner_claims"], {"owners": owners}).fetchall()
         rows += [row for row in more if row[0] not in seen]
     return rows
+
+
+def _declare(conn: sqlite3.Connection, rows: Sequence[ScheduleRow], now: float) -> None:
+    for row in rows:
+        conn.execute(Q["declare_schedule"], {**dataclasses.asdict(row), "now": now})
+
+
+def _fire(
+    conn: sqlite3.Connection,
+    name: str,
+    slots: Sequence[tuple[float, NewTask]],
+    next_fire: float,
+    now: float,
+) -> list[tuple[float, int]]:
+    # Under the write lock: whoever fires a slot first, the others see it.
+    last = _scalar(conn, "schedule_last_slot", {"name": name})
+    fired: list[tuple[float, int]] = []
+    for slot, task in slots:
+        if last is not None and slot <= last:
+            continue
+        if conn.execute(Q["slot_taken"], {"name": name, "slot": slot}).fetchone():
+            continue
+        [(task_id, _)] = _enqueue(conn, [task], now)
+        conn.execute(Q["record_slot"], {"name": name, "slot": slot, "task_id": task_id})
+        fired.append((slot, task_id))
+    if fired:
+        slot, task_id = fired[-1]
+        params = {"name": name, "slot": slot, "task_id": task_id, "next_fire": next_fire}
+        conn.execute(Q["advance_schedule"], params)
+        conn.execute(Q["prune_slots"], {"name": name})
+    return fired
 
 
 def _rows(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> list[Any]:
@@ -453,11 +553,13 @@ class SqliteStorage:
             "queues": None if request.queues is None else json.dumps(list(request.queues)),
             "owner_host": request.owner.host, "owner_pid": request.owner.pid,
         }  # fmt: skip
-        # A plain claim is one statement; only completions make the unit
-        # two statements that must stand or fall together.
+        # A plain claim is one statement; completions or limits make the
+        # unit several statements that must stand or fall together.
+        limits = dict(request.limits or {})
         recorded, rows = self._engine.call(
-            _claim, list(completions), now, params, savepoint=bool(completions)
-        )
+            _claim, list(completions), now, params, limits,
+            savepoint=bool(completions) or bool(limits),
+        )  # fmt: skip
         lease_expires_at = now + request.lease_seconds
         tasks = [
             claimed_from_row(
@@ -593,6 +695,25 @@ class SqliteStorage:
         for queue_name, status, n in self._read(_rows, "queue_counts", {}):
             counts.setdefault(queue_name, {})[status] = int(n)
         return counts
+
+    def declare_schedules(self, schedules: Sequence[ScheduleRow], now: float) -> None:
+        if schedules:
+            self._engine.call(_declare, list(schedules), now)
+
+    def last_slot(self, name: str) -> float | None:
+        value = self._read(_scalar, "schedule_last_slot", {"name": name})
+        return None if value is None else float(value)
+
+    def fire_slots(
+        self, name: str, slots: Sequence[tuple[float, NewTask]], next_fire: float, now: float
+    ) -> list[tuple[float, int]]:
+        if not slots:
+            return []
+        fired: list[tuple[float, int]] = self._engine.call(_fire, name, list(slots), next_fire, now)
+        return fired
+
+    def schedules(self) -> list[ScheduleInfo]:
+        return [ScheduleInfo(*row) for row in self._read(_rows, "list_schedules", {})]
 
     def pause(self, queue_name: str, now: float) -> None:
         self._engine.call(

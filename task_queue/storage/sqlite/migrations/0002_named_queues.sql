@@ -58,7 +58,9 @@ CREATE TABLE tasks_v2 (
     -- When its first attempt started (started_at is the latest one's).
     first_started_at REAL,
     -- Free-form JSON carried with the task for hooks (a trace context...).
-    meta             TEXT
+    meta             TEXT,
+    -- Tasks of a concurrency-limited type run at most N at once per key.
+    concurrency_key  TEXT
 );
 INSERT INTO tasks_v2 (id, name, task_type, payload, priority, status, worker_id, created_at,
                       scheduled_at, started_at, completed_at, max_retries, retry_count,
@@ -154,6 +156,35 @@ CREATE TABLE workers (
     started_at  REAL    NOT NULL,
     last_seen   REAL    NOT NULL,
     stopped_at  REAL
+) WITHOUT ROWID;
+
+-- Periodic schedules, as the Workers carrying them declare them, and the
+-- slots fired: a slot's row is written in the same transaction as its
+-- task, under a unique key, and no slot at or before last_slot fires.
+CREATE TABLE schedules (
+    name         TEXT PRIMARY KEY,
+    task_type    TEXT NOT NULL,
+    expression   TEXT NOT NULL,
+    queue_name   TEXT NOT NULL,
+    misfire      TEXT NOT NULL,
+    next_fire    REAL,
+    last_slot    REAL,
+    last_task_id INTEGER,
+    declared_at  REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE schedule_slots (
+    name    TEXT    NOT NULL,
+    slot    REAL    NOT NULL,
+    task_id INTEGER NOT NULL,
+    PRIMARY KEY (name, slot)
+) WITHOUT ROWID;
+
+-- Token buckets of rate-limited task types, shared by every process: a
+-- claim takes a task of such a type only if a token is there.
+CREATE TABLE rate_limits (
+    task_type  TEXT PRIMARY KEY,
+    tokens     REAL NOT NULL,
+    updated_at REAL NOT NULL
 ) WITHOUT ROWID;
 
 -- Paused queues: nothing is claimed from them (the claim reads this table),
