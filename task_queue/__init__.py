@@ -37,14 +37,23 @@ from .errors import (
     TaskTimeout,
     UnsafeDatabaseFileError,
 )
-from .events import Event, EventKind, Hook
+from .events import Event, EventKind, Hook, Middleware
 from .limits import RateLimit
 from .periodic import Schedule
 from .queue import TaskQueue
 from .registry import TASK_HANDLERS, HandlerRegistry, handler, periodic
 from .retry import RetryPolicy
 from .spec import BatchRef, TaskSpec
-from .task import AttemptRecord, Claim, Task, TaskPage, TaskPriority, TaskStatus
+from .task import (
+    AttemptRecord,
+    Claim,
+    ScheduleInfo,
+    Task,
+    TaskPage,
+    TaskPriority,
+    TaskStatus,
+    WorkerInfo,
+)
 from .worker import Worker, WorkerOptions
 
 # UPDATE ... RETURNING arrived in SQLite 3.35 (2021); the claim needs it.
@@ -72,6 +81,7 @@ __all__ = [
     "HandlerRegistry",
     "Hook",
     "ManualClock",
+    "Middleware",
     "NotAQueueDatabaseError",
     "PayloadError",
     "QueueClosedError",
@@ -79,6 +89,7 @@ __all__ = [
     "ReadOnlyDatabaseError",
     "RetryPolicy",
     "Schedule",
+    "ScheduleInfo",
     "StatementTooLargeError",
     "StorageError",
     "SystemClock",
@@ -97,6 +108,7 @@ __all__ = [
     "TaskTimeout",
     "UnsafeDatabaseFileError",
     "Worker",
+    "WorkerInfo",
     "WorkerOptions",
     "current_task",
     "handler",

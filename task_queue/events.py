@@ -31,6 +31,11 @@ cancelled) are emitted only once committed, so a hook never reports what a
 crash could still undo. Hooks run in the thread that emits: keep them
 quick, and never block in one. A hook that raises is logged and ignored:
 it changes no outcome and kills no thread.
+
+A hook is a function of the event, or a :class:`Middleware`, which may also
+add metadata to a task as it is enqueued (a trace context...) and wrap each
+attempt of a handler (a tracing span around it). Metrics and tracing in
+``task_queue.contrib`` are middleware; nothing of them is in the Worker.
 """
 
 from __future__ import annotations
@@ -39,10 +44,13 @@ import dataclasses
 import enum
 import logging
 import threading
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .task import Task
+
+if TYPE_CHECKING:
+    from .spec import TaskSpec
 
 LOGGER = logging.getLogger(__name__)
 
@@ -98,26 +106,104 @@ class Hook(Protocol):
     def __call__(self, event: Event) -> None: ...
 
 
+class Middleware:
+    """Observe and wrap a queue's work: subclass, override what you need, and
+    add it with ``queue.add_hook(middleware)`` (or ``TaskQueue(hooks=[...])``).
+
+    Each method runs in the thread that enqueues, or runs the attempt; one
+    that raises is logged and changes nothing else (the task is enqueued,
+    the attempt runs and has the outcome it would have had)."""
+
+    def on_event(self, event: Event) -> None:
+        """Called with every :class:`Event`."""
+
+    def before_enqueue(self, spec: TaskSpec) -> Mapping[str, Any] | None:
+        """Metadata to store with a task about to be enqueued (merged into
+        its ``meta``; a trace context, say); None: nothing."""
+        return None
+
+    def run_attempt(self, task: Task, run: Callable[[], Any]) -> Any:
+        """Wrap one attempt of ``task``'s handler: call ``run()`` once and
+        return what it returns (it raises what the handler raises)."""
+        return run()
+
+
 class Hooks:
     """The hooks of one TaskQueue; ``emit`` calls each, never raising."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._hooks: tuple[Hook, ...] = ()
+        self._added: tuple[Hook | Middleware, ...] = ()
+        self._hooks: tuple[Callable[[Event], None], ...] = ()
+        self._enqueuers: tuple[Middleware, ...] = ()
+        self._wrappers: tuple[Middleware, ...] = ()
 
-    def add(self, hook: Hook) -> None:
-        """Call ``hook`` with every event from now on."""
-        if not callable(hook):
-            raise TypeError(f"a hook must be callable with an Event, got {hook!r}")
+    def add(self, hook: Hook | Middleware) -> None:
+        """Call ``hook`` with every event from now on (a Middleware: also
+        around enqueues and attempts)."""
+        if not isinstance(hook, Middleware) and not callable(hook):
+            raise TypeError(f"a hook is a Middleware or callable with an Event, got {hook!r}")
         with self._lock:
-            self._hooks = (*self._hooks, hook)
+            self._added = (*self._added, hook)
+            self._rebuild()
 
-    def remove(self, hook: Hook) -> None:
+    def remove(self, hook: Hook | Middleware) -> None:
         """Stop calling ``hook`` (no error if it was not added)."""
         with self._lock:
-            self._hooks = tuple(h for h in self._hooks if h is not hook)
+            self._added = tuple(h for h in self._added if h is not hook)
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        # Tuples replaced whole, never mutated: the hot paths read them
+        # without a lock. Only overridden Middleware methods are kept, so a
+        # metrics middleware costs no wrapper around every attempt.
+        middleware = [h for h in self._added if isinstance(h, Middleware)]
+        self._hooks = tuple(
+            h.on_event if isinstance(h, Middleware) else h
+            for h in self._added
+            if not isinstance(h, Middleware) or _overrides(h, "on_event")
+        )
+        self._enqueuers = tuple(m for m in middleware if _overrides(m, "before_enqueue"))
+        self._wrappers = tuple(m for m in middleware if _overrides(m, "run_attempt"))
+
+    def enqueue_meta(self, spec: TaskSpec) -> dict[str, Any] | None:
+        """What the middleware adds to a task's meta as it is enqueued."""
+        if not self._enqueuers:
+            return None
+        extra: dict[str, Any] = {}
+        for middleware in self._enqueuers:
+            try:
+                added = middleware.before_enqueue(spec)
+            except Exception:
+                LOGGER.exception("middleware %r raised before enqueue", middleware)
+                continue
+            if added:
+                extra.update(added)
+        return extra or None
+
+    def run_attempt(self, task: Task, run: Callable[[], Any]) -> Any:
+        """``run()`` wrapped by every middleware that wraps attempts."""
+        return self._wrapped(0, task, run) if self._wrappers else run()
+
+    def _wrapped(self, index: int, task: Task, run: Callable[[], Any]) -> Any:
+        if index == len(self._wrappers):
+            return run()
+        middleware = self._wrappers[index]
+        inner = _Inner(lambda: self._wrapped(index + 1, task, run))
+        try:
+            return middleware.run_attempt(task, inner)
+        except BaseException as exc:
+            if inner.called and exc is inner.error:
+                raise  # the handler's own error, passed through
+            LOGGER.exception("middleware %r raised around task %d", middleware, task.id)
+            if not inner.called:
+                return inner()  # the attempt runs all the same
+            if inner.error is not None:
+                raise inner.error from None
+            return inner.result
 
     def __bool__(self) -> bool:
+        """True if anyone listens to events (so building them is worth it)."""
         return bool(self._hooks)
 
     def emit(self, event: Event) -> None:
@@ -133,3 +219,30 @@ class Hooks:
         if self._hooks:
             for event in build():
                 self.emit(event)
+
+
+class _Inner:
+    """The ``run`` a middleware gets: remembers whether it ran, and how."""
+
+    __slots__ = ("_call", "called", "error", "result")
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._call = call
+        self.called = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def __call__(self) -> Any:
+        if self.called:
+            raise RuntimeError("a middleware's run() may be called once")
+        self.called = True
+        try:
+            self.result = self._call()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        return self.result
+
+
+def _overrides(middleware: Middleware, name: str) -> bool:
+    return getattr(type(middleware), name) is not getattr(Middleware, name)

@@ -32,7 +32,7 @@ from .claims import ClaimBook
 from .clock import SYSTEM_CLOCK, Clock
 from .context import current_task
 from .errors import TaskCancelled, TaskFailedError, TaskNotClaimedError, TaskNotFoundError
-from .events import Event, EventKind, Hook, Hooks
+from .events import Event, EventKind, Hook, Hooks, Middleware
 from .interrupted import attach_task_ids
 from .limits import Limits
 from .maintenance import Rescuer, RescueService
@@ -62,6 +62,7 @@ from .task import (
     TaskPage,
     TaskPriority,
     TaskStatus,
+    WorkerInfo,
 )
 from .waiting import Waiters
 
@@ -100,7 +101,7 @@ class TaskQueue:
         max_payload_bytes: int = DEFAULT_MAX_BYTES,
         rescue_interval: float = 1.0,
         storage: Storage | None = None,
-        hooks: Iterable[Hook] = (),
+        hooks: Iterable[Hook | Middleware] = (),
     ) -> None:
         """Open (creating if needed, mode 0600) the queue at ``path``.
 
@@ -239,6 +240,9 @@ class TaskQueue:
         now = self.clock.time()
         rows = []
         for index, spec in enumerate(specs):
+            extra = self.hooks.enqueue_meta(spec)
+            if extra:
+                spec = dataclasses.replace(spec, meta={**(spec.meta or {}), **extra})
             try:
                 rows.append(spec.encode(now, self.max_payload_bytes))
             except (TypeError, ValueError) as exc:
@@ -752,6 +756,48 @@ class TaskQueue:
             for name in names
         }
 
+    # -- monitoring ----------------------------------------------------------------
+    def report_worker(self, worker: WorkerInfo) -> None:
+        """Record a Worker's report of itself (a Worker calls this at its
+        start, with each heartbeat, and at its stop)."""
+        self._check_fork()
+        self.storage.worker_seen(worker, self.clock.time())
+
+    def workers(self, seen_within: float = 300.0) -> list[WorkerInfo]:
+        """Workers (in any process on the file) that reported within the last
+        ``seen_within`` seconds, most recently seen first: their host, pid,
+        queues, last heartbeat, counts, and whether they stopped."""
+        self._check_fork()
+        return self.storage.workers(self.clock.time() - seen_within)
+
+    def throughput(
+        self, since: float = 3600.0, bucket: float = 60.0
+    ) -> list[tuple[float, int, int]]:
+        """Tasks finished over the last ``since`` seconds, per ``bucket``:
+        (bucket start, completed, failed for good), oldest first, empty
+        buckets included."""
+        if not is_positive(since) or not is_positive(bucket):
+            raise ValueError("since and bucket must be positive numbers of seconds")
+        self._check_fork()
+        now = self.clock.time()
+        start = math.floor((now - since) / bucket) * bucket
+        counts: dict[float, list[int]] = {}
+        for at, status, n in self.storage.throughput(start, bucket):
+            counts.setdefault(at, [0, 0])[0 if status == "completed" else 1] += n
+        buckets = []
+        at = start
+        while at <= now:
+            done, failed = counts.get(at, [0, 0])
+            buckets.append((at, done, failed))
+            at += bucket
+        return buckets
+
+    def oldest_due(self) -> float | None:
+        """When the longest-waiting due pending task became due (None: none
+        waits): ``now - oldest_due()`` is how far behind the workers are."""
+        self._check_fork()
+        return self.storage.oldest_due(self.clock.time())
+
     # -- periodic schedules ------------------------------------------------------
     def schedules(self) -> list[ScheduleInfo]:
         """Every periodic schedule the file knows (declared by a Worker that
@@ -970,12 +1016,14 @@ class TaskQueue:
         return int(version())
 
     # -- hooks -------------------------------------------------------------------
-    def add_hook(self, hook: Hook) -> None:
+    def add_hook(self, hook: Hook | Middleware) -> None:
         """Call ``hook(event)`` for every :class:`~task_queue.events.Event` of
-        this queue and its Workers (see :mod:`task_queue.events`)."""
+        this queue and its Workers; a :class:`~task_queue.events.Middleware`
+        also adds metadata at enqueue and wraps attempts (see
+        :mod:`task_queue.events`)."""
         self.hooks.add(hook)
 
-    def remove_hook(self, hook: Hook) -> None:
+    def remove_hook(self, hook: Hook | Middleware) -> None:
         """Stop calling ``hook``."""
         self.hooks.remove(hook)
 

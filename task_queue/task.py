@@ -214,3 +214,24 @@ class ScheduleInfo:
     #: When a Worker carrying it last said so (a schedule removed from the
     #: code stops being declared, and firing).
     declared_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """A Worker as it last reported itself (``TaskQueue.workers()``)."""
+
+    worker_id: str
+    name: str
+    host: str
+    pid: int
+    #: The queues it serves, comma-separated; None: every queue.
+    queues: str | None
+    concurrency: int
+    started_at: float
+    #: Its last heartbeat (every lease / 3 seconds while it runs).
+    last_seen: float
+    #: When it stopped cleanly; None while it runs (or if it died).
+    stopped_at: float | None
+    #: Attempts it completed and failed, as of its last report.
+    processed: int = 0
+    failed: int = 0

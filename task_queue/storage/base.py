@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 from ..limits import Limits
-from ..task import AttemptRecord, Claim, ScheduleInfo, Task
+from ..task import AttemptRecord, Claim, ScheduleInfo, Task, WorkerInfo
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -255,6 +255,24 @@ class Storage(Protocol):
 
     def schedules(self) -> list[ScheduleInfo]:
         """Every schedule the file knows, by name."""
+        ...
+
+    def worker_seen(self, worker: WorkerInfo, now: float) -> None:
+        """Record a Worker's report of itself (start, heartbeat, stop)."""
+        ...
+
+    def workers(self, since: float) -> list[WorkerInfo]:
+        """Workers that reported since ``since``, most recently seen first
+        (older ones are forgotten)."""
+        ...
+
+    def throughput(self, since: float, bucket: float) -> list[tuple[float, str, int]]:
+        """(bucket start, "completed" or "failed", count) of tasks finished
+        since ``since``, per ``bucket`` seconds."""
+        ...
+
+    def oldest_due(self, now: float) -> float | None:
+        """The due time (run_at) of the longest-waiting due pending task."""
         ...
 
     def pause(self, queue_name: str, now: float) -> None:

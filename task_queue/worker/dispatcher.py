@@ -53,11 +53,13 @@ class Dispatcher:
         recorder: Recorder,
         services: Sequence[MaintenanceService],
         on_closed: Callable[[], None],
+        on_heartbeat: Callable[[], None] = lambda: None,
     ) -> None:
         """``on_closed()`` is called once if the TaskQueue turns out closed
         (nothing can be claimed or renewed any more: the worker must stop)."""
         self._name = name
         self._on_closed = on_closed
+        self._on_heartbeat = on_heartbeat
         self._closed = False
         self._worker_id = worker_id
         self._queue = queue
@@ -149,6 +151,7 @@ class Dispatcher:
         if now >= self._next_heartbeat:
             self.heartbeat()
             self._next_heartbeat = now + self._heartbeat_every
+            self._on_heartbeat()
         if self._ledger.stopping:
             return now + 0.05  # only heartbeats while the drain runs
         for index, service in enumerate(self._services):

@@ -13,11 +13,13 @@ raises, BaseExceptions such as SystemExit included, is the attempt's error.
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..context import _set_current
 from ..errors import TaskTimeout
+from ..events import Hooks
 from .ledger import Attempt
 
 
@@ -37,7 +39,11 @@ def async_raise(thread_id: int, exc_type: type[BaseException]) -> None:
 
 
 class ThreadRunner:
-    """Calls the handler in the calling (executor) thread."""
+    """Calls the handler in the calling (executor) thread, wrapped by the
+    queue's middleware."""
+
+    def __init__(self, hooks: Hooks | None = None) -> None:
+        self._hooks = hooks
 
     def run(
         self, attempt: Attempt, fn: Callable[[Any], Any] | None
@@ -56,7 +62,11 @@ class ThreadRunner:
                     raise LookupError(
                         f"no handler registered for task type {attempt.task.task_type!r}"
                     )
-                result = fn(attempt.task.payload)
+                task = attempt.task
+                if self._hooks is None:
+                    result = fn(task.payload)
+                else:
+                    result = self._hooks.run_attempt(task, functools.partial(fn, task.payload))
             finally:
                 with slot.lock:
                     slot.in_handler = False

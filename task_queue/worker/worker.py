@@ -46,6 +46,7 @@ from ..maintenance import RescueService, UnhandledReport
 from ..periodic import PeriodicService
 from ..queue import TaskQueue
 from ..registry import TASK_HANDLERS, HandlerRegistry
+from ..task import WorkerInfo
 from .dispatcher import Dispatcher
 from .executor import Executors
 from .ledger import InFlight
@@ -153,6 +154,7 @@ class Worker:
             ledger=self._ledger,
             recorder=self._recorder,
             on_closed=self._queue_closed,
+            on_heartbeat=self._report,
             services=[
                 RescueService(queue, self.rescue_interval),
                 UnhandledReport(
@@ -168,7 +170,7 @@ class Worker:
             handlers=self.handlers,
             ledger=self._ledger,
             recorder=self._recorder,
-            runner=ThreadRunner(),
+            runner=ThreadRunner(queue.hooks),
             on_room=self._dispatcher.room,
             on_timed=lambda: self._timekeeper.wake(),
         )
@@ -183,6 +185,7 @@ class Worker:
         self._signal = _WorkSignal(self._dispatcher)
         self._threads: list[threading.Thread] = []
         self._pid = os.getpid()
+        self._started_at: float | None = None
         self._state = "new"
         self._state_changed = threading.Condition()
         self._stop_requested = False
@@ -235,9 +238,11 @@ class Worker:
                 self._finished.set()
                 self._state_changed.notify_all()
                 return self
+            self._started_at = self.queue.clock.time()
             self._launch()
             self._state = "running"
             self._state_changed.notify_all()
+        self._report()
         LOGGER.info(
             "%s started: %d threads, queues %s, types %s",
             self.name,
@@ -270,6 +275,21 @@ class Worker:
             )
             self._threads.append(thread)
             thread.start()
+
+    def _report(self, stopped: bool = False) -> None:
+        """Tell the file this worker is alive (or stopped): ``queue.workers()``."""
+        now = self.queue.clock.time()
+        info = WorkerInfo(
+            worker_id=self.worker_id, name=self.name, host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=None if self.options.queues is None else ",".join(self.options.queues),
+            concurrency=self.concurrency, started_at=self._started_at or now, last_seen=now,
+            stopped_at=now if stopped else None, processed=self.processed, failed=self.failed,
+        )  # fmt: skip
+        try:
+            self.queue.report_worker(info)
+        except StorageError as exc:  # a report is not worth a retry loop
+            LOGGER.debug("%s: could not report itself: %s", self.name, exc)
 
     def _set_state(self, state: str) -> None:
         with self._state_changed:
@@ -357,6 +377,7 @@ class Worker:
             if thread is not threading.current_thread():
                 thread.join()
         self._executors.join(timeout=1.0)
+        self._report(stopped=True)
         LOGGER.info(
             "%s stopped (%d completed, %d failed attempts)", self.name, self.processed, self.failed
         )

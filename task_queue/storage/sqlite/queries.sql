@@ -411,6 +411,43 @@ SELECT name, task_type, expression, queue_name, misfire, next_fire, last_slot, l
        declared_at
 FROM schedules ORDER BY name;
 
+-- worker_seen --
+-- A Worker reports itself: at its start, with each heartbeat (its counts
+-- so far), and at its stop (:stopped_at set).
+INSERT INTO workers (worker_id, name, host, pid, queues, concurrency, started_at, last_seen,
+                     stopped_at, processed, failed)
+VALUES (:worker_id, :name, :host, :pid, :queues, :concurrency, :started_at, :now, :stopped_at,
+        :processed, :failed)
+ON CONFLICT (worker_id) DO UPDATE SET
+    last_seen = excluded.last_seen, stopped_at = excluded.stopped_at,
+    processed = excluded.processed, failed = excluded.failed,
+    started_at = excluded.started_at, queues = excluded.queues,
+    concurrency = excluded.concurrency;
+
+-- workers_seen --
+-- Workers seen since :since, most recently seen first.
+SELECT worker_id, name, host, pid, queues, concurrency, started_at, last_seen, stopped_at,
+       processed, failed
+FROM workers WHERE last_seen >= :since ORDER BY last_seen DESC;
+
+-- forget_workers --
+-- Workers not seen since :before (their rows only say they once existed).
+DELETE FROM workers WHERE last_seen < :before;
+
+-- throughput --
+-- Tasks completed and failed for good per :bucket seconds since :since (the
+-- index of finished tasks, read over that range only).
+SELECT CAST(completed_at / :bucket AS INTEGER) * :bucket AS at, status, count(*)
+FROM tasks INDEXED BY idx_tasks_finished
+WHERE status IN ('completed', 'failed') AND status IN ('completed', 'failed', 'cancelled')
+  AND completed_at >= :since
+GROUP BY at, status ORDER BY at;
+
+-- oldest_due --
+-- When the longest-waiting due pending task became due (its run_at).
+SELECT min(run_at) FROM tasks INDEXED BY idx_tasks_scheduled
+WHERE status = 'pending' AND run_at <= :now;
+
 -- pause_queue --
 -- Pause a queue (used or not); pausing it again keeps the first time.
 INSERT INTO queue_pauses (queue_name, paused_at) VALUES (:queue_name, :now)

@@ -19,7 +19,7 @@ from typing import Any
 from ...checks import is_non_negative
 from ...errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
 from ...limits import Limits
-from ...task import AttemptRecord, Claim, ScheduleInfo, Task
+from ...task import AttemptRecord, Claim, ScheduleInfo, Task, WorkerInfo
 from ..base import (
     FINISHED,
     ChangeFeed,
@@ -354,6 +354,15 @@ def _fire(
         conn.execute(Q["advance_schedule"], params)
         conn.execute(Q["prune_slots"], {"name": name})
     return fired
+
+
+#: Workers not seen for this long are forgotten.
+FORGET_WORKERS_AFTER = 86_400.0
+
+
+def _worker_seen(conn: sqlite3.Connection, params: dict[str, Any]) -> None:
+    conn.execute(Q["worker_seen"], params)
+    conn.execute(Q["forget_workers"], {"before": params["now"] - FORGET_WORKERS_AFTER})
 
 
 def _rows(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> list[Any]:
@@ -714,6 +723,21 @@ class SqliteStorage:
 
     def schedules(self) -> list[ScheduleInfo]:
         return [ScheduleInfo(*row) for row in self._read(_rows, "list_schedules", {})]
+
+    def worker_seen(self, worker: WorkerInfo, now: float) -> None:
+        params = {**dataclasses.asdict(worker), "now": now}
+        self._engine.call(_worker_seen, params)
+
+    def workers(self, since: float) -> list[WorkerInfo]:
+        return [WorkerInfo(*row) for row in self._read(_rows, "workers_seen", {"since": since})]
+
+    def throughput(self, since: float, bucket: float) -> list[tuple[float, str, int]]:
+        rows = self._read(_rows, "throughput", {"since": since, "bucket": bucket})
+        return [(float(at), str(status), int(n)) for at, status, n in rows]
+
+    def oldest_due(self, now: float) -> float | None:
+        value = self._read(_scalar, "oldest_due", {"now": now})
+        return None if value is None else float(value)
 
     def pause(self, queue_name: str, now: float) -> None:
         self._engine.call(

@@ -155,7 +155,9 @@ CREATE TABLE workers (
     concurrency INTEGER NOT NULL,
     started_at  REAL    NOT NULL,
     last_seen   REAL    NOT NULL,
-    stopped_at  REAL
+    stopped_at  REAL,
+    processed   INTEGER NOT NULL DEFAULT 0,
+    failed      INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
 -- Periodic schedules, as the Workers carrying them declare them, and the
