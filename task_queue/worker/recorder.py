@@ -46,6 +46,11 @@ class Outcome:
     duration: float | None = None
 
 
+def durations(outcomes: Iterable[Outcome]) -> dict[int, float]:
+    """How long each handler ran, by task id (for the completed events)."""
+    return {o.task.id: o.duration for o in outcomes if o.duration is not None}
+
+
 def give_back(queue: TaskQueue, tasks: Iterable[Task], why: str, who: str) -> None:
     """Release claims unfinished (no retry used), logging instead of raising:
     at shutdown a storage fault must not stop the rest of the shutdown."""
@@ -197,13 +202,15 @@ class Recorder:
         after a StorageError repeats nothing."""
         completions = [o for o in batch if o.failure is None]
         if completions:
-            self._queue.complete_many([(o.task, o.result) for o in completions])
+            self._queue.complete_many(
+                [(o.task, o.result) for o in completions], durations=durations(completions)
+            )
             batch[:] = [o for o in batch if o.failure is not None]
         while batch:
             outcome = batch[0]
             assert outcome.failure is not None
             try:
-                self._queue.record_failure(outcome.task, outcome.failure)
+                self._queue.record_failure(outcome.task, outcome.failure, duration=outcome.duration)
             except StorageError:
                 raise  # the database's fault: keep this and the rest, retry
             except TaskNotFoundError:
