@@ -160,9 +160,11 @@ def throughput_chart(
         )  # fmt: skip
         bars.append(bar)
     ticks: list[tuple[float, str]] = []
-    for i in sorted({0, len(buckets) // 2, len(buckets) - 1}) if buckets else ():
-        label = "now" if i == len(buckets) - 1 else relative(buckets[i][0], now)
-        ticks.append((round(left + (i + 0.5) * step, 2), label))
+    if buckets:
+        span = now - buckets[0][0]
+        for i, label in ((0, f"{duration(span)} ago"), (n // 2, f"{duration(span / 2)} ago")):
+            ticks.append((round(left + (i + 0.5) * step, 2), label))
+        ticks.append((round(left + (n - 0.5) * step, 2), "now"))
     return Chart(
         width=width, height=height, top=top, bottom=bottom, bars=bars, peak=peak,
         completed=sum(d for _, d, _ in buckets), failed=sum(f for _, _, f in buckets),
