@@ -400,6 +400,24 @@ WHERE status = :status AND status IN ('completed', 'failed', 'cancelled')
   AND (:queue_name IS NULL OR queue_name = :queue_name)
 ORDER BY completed_at DESC, id DESC LIMIT :limit;
 
+-- list_failed_of_type --
+-- list_finished for status failed and one task type (:task_type, not
+-- NULL): a seek into that type's part of the failed tasks' index, in
+-- failure order.
+SELECT * FROM tasks INDEXED BY idx_tasks_failed_type
+WHERE status = 'failed' AND task_type = :task_type
+  AND (completed_at, id) < (:before_at, :before_id)
+  AND (:queue_name IS NULL OR queue_name = :queue_name)
+ORDER BY completed_at DESC, id DESC LIMIT :limit;
+
+-- list_failed_in_queue --
+-- list_finished for status failed and one queue (:queue_name, not NULL),
+-- of any type: that queue's part of the failed tasks' index.
+SELECT * FROM tasks INDEXED BY idx_tasks_failed_queue
+WHERE status = 'failed' AND queue_name = :queue_name
+  AND (completed_at, id) < (:before_at, :before_id)
+ORDER BY completed_at DESC, id DESC LIMIT :limit;
+
 -- counts --
 -- Tasks per status, over every queue.
 SELECT status, sum(n) FROM task_counts GROUP BY status;

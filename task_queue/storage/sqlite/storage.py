@@ -686,11 +686,16 @@ class SqliteStorage:
         return [task_from_row(r) for r in rows]
 
     def _listing_query(self, where: TaskFilter) -> str:
-        """Which statement lists ``where`` fastest. Finished tasks: their
-        index, in finish order. Pending or running ones: their own index
+        """Which statement lists ``where`` fastest. Failed tasks of one type
+        or queue: the failed tasks' index of that type or queue. Other
+        finished tasks: their index, in finish order. Pending or running ones: their own index
         when they are few (cost: how many there are), else the walk of
         the table from the newest (cost: how far back the page is; many
         live tasks are mostly recent ones). Anything else: the walk."""
+        if where.status == "failed" and where.task_type is not None:
+            return "list_failed_of_type"
+        if where.status == "failed" and where.queue_name is not None:
+            return "list_failed_in_queue"
         if where.status in FINISHED:
             return "list_finished"
         if where.status in ("pending", "running"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from task_queue import TaskQueue
+from task_queue import ManualClock, TaskQueue
 from task_queue.storage.base import TaskFilter
 from task_queue.storage.sqlite import storage as sqlite_storage
 
@@ -77,3 +77,38 @@ def test_the_plan_follows_the_counts(mixed: TaskQueue, monkeypatch: pytest.Monke
     monkeypatch.setattr(sqlite_storage, "LIVE_INDEX_MAX", 3)  # more pending than that
     assert choose(TaskFilter(status="pending")) == "list_newest"
     assert choose(TaskFilter(status="pending", queue_name="nowhere")) == "list_pending_in_queue"
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [{"task_type": "a"}, {"queue_name": "q1"}, {"task_type": "b", "queue_name": "q2"}],
+    ids=lambda f: ",".join(f.values()),
+)
+def test_failed_tasks_of_one_type_or_queue_page_in_failure_order(
+    tmp_path: Path, filters: dict[str, str]
+) -> None:
+    clock = ManualClock(1_800_000_000.0)
+    with TaskQueue(tmp_path / "q.db", clock=clock) as queue:
+        for i in range(30):
+            queue.enqueue(f"t{i}", "ab"[i % 2], max_retries=0, queue_name=f"q{i % 3}")
+        order = [13, 2, 29, *range(30)]  # some fail out of id order
+        failed: list[tuple[float, int]] = []
+        for i in dict.fromkeys(order):
+            task = queue.get_task(i + 1)
+            claimed = queue.claim(1, task_types=[task.task_type], queues=[task.queue_name])
+            clock.advance(1 if i % 5 else 0)  # ties in completed_at too
+            queue.fail_task(claimed[0], "boom")
+            failed.append((clock.time(), claimed[0].id))
+        storage = queue.storage
+        assert isinstance(storage, sqlite_storage.SqliteStorage)
+        assert storage._listing_query(TaskFilter(status="failed", **filters)).startswith(
+            "list_failed_"
+        )
+        tasks = {t.id: t for t in queue.get_tasks([i for _, i in failed])}
+        expected = [
+            i
+            for _, i in sorted(failed, reverse=True)
+            if all(getattr(tasks[i], k) == v for k, v in filters.items())
+        ]
+        pages = _pages(queue, status="failed", **filters)
+        assert [i for page in pages for i in page] == expected
