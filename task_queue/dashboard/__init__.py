@@ -2,7 +2,7 @@
 
     from task_queue.dashboard import create_app
     app = create_app("tasks.db", auth_token="...")   # mount it, or:
-    python -m task_queue.dashboard --db tasks.db      # serve it on 127.0.0.1:8000
+    task-queue --db tasks.db dashboard                # serve it on 127.0.0.1:8000
 
 Needs the ``dashboard`` extra (``pip install 'task_queue[dashboard]'``:
 Jinja2 and Werkzeug). Decisions, and why:
@@ -38,7 +38,8 @@ Jinja2 and Werkzeug). Decisions, and why:
 Modules: :mod:`.app` (the WSGI app: routing, auth, rendering), :mod:`.views`
 (one function per page and action), :mod:`.present` (times, JSON, the
 chart), :mod:`.security`, :mod:`.serve` (a threaded server of its own),
-:mod:`.command` (the command's options); ``templates/``, ``static/``.
+``templates/``, ``static/``. The command is ``task-queue dashboard``
+(:mod:`task_queue.cli.dashboard`; also ``python -m task_queue.dashboard``).
 """
 
 from __future__ import annotations

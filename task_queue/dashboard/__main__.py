@@ -1,10 +1,10 @@
-"""``python -m task_queue.dashboard --db FILE [--host H] [--port P] [--read-only]
-[--auth-token T] [--insecure]``: serve the dashboard of a queue file."""
+"""``python -m task_queue.dashboard [--db FILE] [--host H] [--port P] [--read-only]
+[--auth-token T] [--insecure]``: the same as ``task-queue dashboard``."""
 
 from __future__ import annotations
 
 import sys
 
-from .command import main
+from ..cli import main
 
-sys.exit(main())
+sys.exit(main(["dashboard", *sys.argv[1:]]))

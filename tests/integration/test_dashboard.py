@@ -479,4 +479,10 @@ def test_the_command_refuses_an_open_address_in_one_line(tmp_path: Path) -> None
         capture_output=True,
         text=True,
     )
-    assert missing.returncode == 1 and "no queue file" in missing.stderr
+    assert missing.returncode == 1 and "no task queue at" in missing.stderr
+    cli = subprocess.run(
+        [sys.executable, "-m", "task_queue", "--db", str(db), "dashboard", "--host", "::"],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 2 and "auth token" in cli.stderr

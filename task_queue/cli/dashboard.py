@@ -1,15 +1,21 @@
-"""``task-queue dashboard``'s options and what it does, shared by the CLI
-subcommand and ``python -m task_queue.dashboard``.
+"""``task-queue dashboard``: serve the web dashboard of the queue file.
 
-Errors are one line on stderr; exit status 2 for a usage error (a refused
-address included), 1 when the queue cannot be opened or served.
+    task-queue [--db PATH] dashboard [--host 127.0.0.1] [--port 8000] [--read-only]
+                                     [--auth-token T] [--insecure]
+
+(also ``python -m task_queue.dashboard``). The dashboard itself lives in
+:mod:`task_queue.dashboard` and needs the ``dashboard`` extra; it is
+imported only when this command runs, so the rest of the command works
+without it. A refused address (not loopback, no token) is a usage error
+(exit status 2); no queue at the path, a port taken, a missing extra: 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
+
+from .common import CliError, db_path, is_queue_file
 
 #: Read when ``--auth-token`` is not given: a token on the command line is
 #: visible to every user of the machine (``ps``), one in the environment is not.
@@ -17,7 +23,7 @@ TOKEN_ENV = "TASK_QUEUE_DASHBOARD_TOKEN"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The dashboard's options (the queue file's is the caller's)."""
+    """The dashboard's options (the queue file is the command's ``--db``)."""
     parser.add_argument(
         "--host", default="127.0.0.1",
         help="address to listen on (default 127.0.0.1; any other needs --auth-token or --insecure)",
@@ -36,21 +42,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def run(args: argparse.Namespace, db: str) -> int:
-    """Serve the dashboard of the queue file ``db`` until SIGINT/SIGTERM;
-    the exit status."""
-    from ..errors import TaskQueueError
-    from .serve import InsecureBindError, check_bind, serve
-
+def run(args: argparse.Namespace) -> int:
+    """Serve the dashboard until SIGINT/SIGTERM; the exit status."""
+    try:
+        from ..dashboard.serve import InsecureBindError, check_bind, serve
+    except ImportError as exc:
+        raise CliError(str(exc)) from None
+    db = db_path(args)
     token = args.auth_token or os.environ.get(TOKEN_ENV) or None
     if not 0 <= args.port <= 65535:
-        return _fail(2, f"--port must be 0 to 65535, got {args.port}")
+        raise CliError(f"--port must be 0 to 65535, got {args.port}", 2)
     try:
         check_bind(args.host, token, args.insecure)
     except InsecureBindError as exc:
-        return _fail(2, str(exc))
-    if not os.path.exists(db):
-        return _fail(1, f"no queue file at {db}")
+        raise CliError(str(exc), 2) from None
+    if not is_queue_file(db):
+        raise CliError(f"no task queue at {db}")
 
     def ready(url: str) -> None:
         mode = " (read-only)" if args.read_only else ""
@@ -63,23 +70,5 @@ def run(args: argparse.Namespace, db: str) -> int:
             insecure=args.insecure, ready=ready,
         )  # fmt: skip
     except OSError as exc:  # the port is taken, the address is not ours...
-        return _fail(1, f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}")
-    except TaskQueueError as exc:
-        return _fail(1, f"cannot open the queue {db}: {exc}")
+        raise CliError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m task_queue.dashboard --db FILE [options]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m task_queue.dashboard", description="Serve the task_queue dashboard."
-    )
-    parser.add_argument("--db", required=True, help="the queue file")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run(args, args.db)
-
-
-def _fail(code: int, message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return code
