@@ -132,6 +132,8 @@ class Worker:
         options: WorkerOptions | None = None,
         async_concurrency: int = 200,
     ) -> None:
+        if isinstance(concurrency, WorkerOptions):
+            raise TypeError("pass WorkerOptions by keyword: Worker(queue, handlers, options=...)")
         if options is None:
             options = WorkerOptions(
                 concurrency=concurrency, async_concurrency=async_concurrency,
@@ -157,7 +159,7 @@ class Worker:
         self.rescue_interval = options.rescue(queue.lease_seconds)
         self._monotonic = queue.clock.monotonic
         self._ledger = InFlight(self._monotonic)
-        self._recorder = Recorder(queue, self.name)
+        self._recorder = Recorder(queue, self.name, self.handlers)
         self._executors = Executors(
             name=self.name,
             queue=queue,
@@ -329,10 +331,11 @@ class Worker:
     def _replace_slot(self, index: int) -> None:
         self._executors.start_slot(index)
 
-    def _queue_closed(self) -> None:
-        """The dispatcher found the TaskQueue closed under it: stop (from a
-        thread of its own; the dispatcher cannot wait for itself)."""
-        LOGGER.error("%s: its TaskQueue was closed while it ran; stopping", self.name)
+    def _queue_closed(self, error: StorageError) -> None:
+        """The dispatcher found the storage unusable (the TaskQueue closed,
+        the file deleted or replaced): stop, from a thread of its own (the
+        dispatcher cannot wait for itself)."""
+        LOGGER.error("%s: its storage cannot be used any more (%s); stopping", self.name, error)
         threading.Thread(target=self.stop, args=(0,), name=f"{self.name}-stop", daemon=True).start()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -421,17 +424,33 @@ class Worker:
         """Wait until the worker has stopped; True if it has."""
         return self._finished.wait(timeout)
 
-    def run(self) -> None:
+    def run(self, *, until: Callable[[], bool] | None = None) -> None:
         """Start and block until stopped. From the main thread, SIGINT and
         SIGTERM drain gracefully (up to ``drain_timeout``); a second signal
-        gives the running tasks back at once."""
+        gives the running tasks back at once.
+
+        until: called from this thread while the worker runs, every poll
+            interval (clamped to 0.01-0.2 s); once it returns True the
+            worker stops as on a signal, draining. ``task-queue worker
+            --burst`` stops this way once nothing is left to do. If it
+            raises, the worker is stopped and the error raised.
+        """
         # A second signal sets _force, which the drain reads every 50 ms:
         # the running tasks are given back at once.
+        wait = 0.2 if until is None else min(0.2, max(0.01, self.options.poll_interval))
         with ShutdownSignals(on_second=self._force_stop) as signals:
             self.start()
-            while not signals.requested.wait(0.2):
-                if self._finished.is_set():
-                    return  # stopped by someone else
+            try:
+                while not signals.requested.wait(wait):
+                    if self._finished.is_set():
+                        return  # stopped by someone else
+                    if until is not None and until():
+                        LOGGER.info("%s: done (until() is true), stopping", self.name)
+                        self.stop(self.drain_timeout)
+                        return
+            except BaseException:
+                self.stop(self.drain_timeout)  # until() raised: leave nothing running
+                raise
             LOGGER.info("%s: received signal %s, stopping", self.name, signals.signum)
             self.stop(self.drain_timeout)
 
