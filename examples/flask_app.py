@@ -1,4 +1,6 @@
-"""Flask integration: enqueue from a request, Worker threads in the same process.
+"""Flask integration: enqueue from a request, Worker threads in the same process,
+a status endpoint and one that waits for the result (the shape of
+examples/fastapi_app.py, with the blocking methods).
 
     pip install flask            # or: pip install -e '.[examples]'
     python examples/flask_app.py               # http://127.0.0.1:5000, a temporary queue file
@@ -6,14 +8,16 @@
 
     curl -X POST localhost:5000/signup -H 'Content-Type: application/json' \\
          -d '{"email": "ada@example.com"}'
-    # -> 202 {"task_id": 1, "status_url": "/tasks/1"}
+    # -> 202 {"task_id": 1, "status_url": "/tasks/1", "result_url": "/tasks/1/result"}
     curl localhost:5000/tasks/1        # -> {"status": "completed", "result": {...}, ...}
+    curl 'localhost:5000/tasks/1/result?timeout=5'  # waits up to 5 s; 504 if not done by then
     curl localhost:5000/stats
 
 The request handler only enqueues (a few hundred microseconds; the task is
 durable when the response goes out); the slow work runs in the Worker's
 threads. ``create_app()`` is an application factory, so tests can build an
-app on a temporary file and drive it with ``app.test_client()``.
+app on a temporary file and drive it with ``app.test_client()``. A request
+waiting for a result holds a server thread: keep its timeout short.
 
 Deployment notes:
 
@@ -42,7 +46,15 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     sys.exit("This example needs Flask: pip install flask  (or: pip install -e '.[examples]')")
 
-from task_queue import HandlerRegistry, Task, TaskPriority, TaskQueue, Worker
+from task_queue import (
+    HandlerRegistry,
+    Task,
+    TaskCancelled,
+    TaskFailedError,
+    TaskPriority,
+    TaskQueue,
+    Worker,
+)
 
 # An explicit registry (instead of the global TASK_HANDLERS): this app's
 # workers run exactly these task types.
@@ -99,7 +111,11 @@ def create_app(db_path: str, *, concurrency: int = 4) -> Flask:
             # first is still queued or running.
             unique_key=f"welcome:{email}",
         )
-        return jsonify(task_id=task_id, status_url=f"/tasks/{task_id}"), 202
+        return jsonify(
+            task_id=task_id,
+            status_url=f"/tasks/{task_id}",
+            result_url=f"/tasks/{task_id}/result",
+        ), 202
 
     @app.get("/tasks/<int:task_id>")
     def task_status(task_id: int) -> Any:
@@ -107,6 +123,23 @@ def create_app(db_path: str, *, concurrency: int = 4) -> Flask:
         if task is None:
             return jsonify(error=f"no task {task_id}"), 404
         return jsonify(task_json(task))
+
+    @app.get("/tasks/<int:task_id>/result")
+    def task_result(task_id: int) -> Any:
+        timeout = request.args.get("timeout", default=10.0, type=float)
+        if timeout is None or not 0 <= timeout <= 60:
+            return jsonify(error="timeout must be between 0 and 60 seconds"), 400
+        if queue.get_task(task_id) is None:
+            return jsonify(error=f"no task {task_id}"), 404
+        try:
+            result = queue.result(task_id, timeout=timeout)
+        except TimeoutError:
+            return jsonify(status="pending", error="not finished yet"), 504
+        except TaskFailedError as exc:
+            return jsonify(status="failed", error=exc.message), 500
+        except TaskCancelled as exc:
+            return jsonify(status="cancelled", error=str(exc)), 409
+        return jsonify(status="completed", result=result)
 
     @app.get("/stats")
     def stats() -> Any:

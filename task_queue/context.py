@@ -10,6 +10,7 @@ the only layer of interruption that works everywhere (README, "Timeouts").
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -78,7 +79,9 @@ class TaskContext:
             raise TaskCancelled(f"task {self.task.id} stopped: {self.reason}")
 
     def wait(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``, waking early on cancellation; True if cancelled."""
+        """Sleep up to ``seconds``, waking early on cancellation; True if
+        cancelled. (Blocks the thread: in an ``async def`` handler use
+        ``await asyncio.sleep()``, which the Worker cancels for real.)"""
         return self._cancelled.wait(seconds)
 
     def progress(
@@ -103,14 +106,18 @@ class TaskContext:
         return self._queue.get_tasks(self.task.depends_on)
 
 
-_local = threading.local()
+# A context variable, not a thread-local: one event loop thread runs many
+# async handlers at once, each in its own asyncio task (and context).
+_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar(
+    "task_queue_current_task", default=None
+)
 
 
 def current_task() -> TaskContext | None:
-    """The context of the task the calling thread is running, if any."""
-    ctx: TaskContext | None = getattr(_local, "ctx", None)
-    return ctx
+    """The context of the task the calling thread (or, inside an ``async
+    def`` handler, the calling coroutine) is running, if any."""
+    return _current.get()
 
 
 def _set_current(ctx: TaskContext | None) -> None:
-    _local.ctx = ctx
+    _current.set(ctx)

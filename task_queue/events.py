@@ -36,6 +36,13 @@ A hook is a function of the event, or a :class:`Middleware`, which may also
 add metadata to a task as it is enqueued (a trace context...) and wrap each
 attempt of a handler (a tracing span around it). Metrics and tracing in
 ``task_queue.contrib`` are middleware; nothing of them is in the Worker.
+
+Attempts of ``async def`` handlers are wrapped by ``arun_attempt`` (a
+coroutine awaiting ``run()``), not by ``run_attempt``: a synchronous
+wrapper around a coroutine could only block the Worker's event loop for the
+whole attempt, or time nothing but the coroutine's creation. A middleware
+that overrides only ``run_attempt`` therefore wraps sync attempts only (the
+Worker says so once in its log); events are emitted for both kinds alike.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import dataclasses
 import enum
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .task import Task
@@ -128,6 +135,12 @@ class Middleware:
         return what it returns (it raises what the handler raises)."""
         return run()
 
+    async def arun_attempt(self, task: Task, run: Callable[[], Awaitable[Any]]) -> Any:
+        """Wrap one attempt of an ``async def`` handler, on the Worker's event
+        loop: ``await run()`` once and return what it returns. Never block
+        here (the loop runs every other async attempt)."""
+        return await run()
+
 
 class Hooks:
     """The hooks of one TaskQueue; ``emit`` calls each, never raising."""
@@ -138,6 +151,7 @@ class Hooks:
         self._hooks: tuple[Callable[[Event], None], ...] = ()
         self._enqueuers: tuple[Middleware, ...] = ()
         self._wrappers: tuple[Middleware, ...] = ()
+        self._awrappers: tuple[Middleware, ...] = ()
 
     def add(self, hook: Hook | Middleware) -> None:
         """Call ``hook`` with every event from now on (a Middleware: also
@@ -166,6 +180,11 @@ class Hooks:
         )
         self._enqueuers = tuple(m for m in middleware if _overrides(m, "before_enqueue"))
         self._wrappers = tuple(m for m in middleware if _overrides(m, "run_attempt"))
+        self._awrappers = tuple(m for m in middleware if _overrides(m, "arun_attempt"))
+
+    def sync_only_wrappers(self) -> list[Middleware]:
+        """Middleware that wraps sync attempts but has no ``arun_attempt``."""
+        return [m for m in self._wrappers if m not in self._awrappers]
 
     def enqueue_meta(self, spec: TaskSpec) -> dict[str, Any] | None:
         """What the middleware adds to a task's meta as it is enqueued."""
@@ -199,6 +218,28 @@ class Hooks:
             LOGGER.exception("middleware %r raised around task %d", middleware, task.id)
             if not inner.called:
                 return inner()  # the attempt runs all the same
+            if inner.error is not None:
+                raise inner.error from None
+            return inner.result
+
+    async def arun_attempt(self, task: Task, run: Callable[[], Awaitable[Any]]) -> Any:
+        """``await run()`` wrapped by every middleware that wraps async
+        attempts; as :meth:`run_attempt`, one that raises changes nothing."""
+        return await (self._awrapped(0, task, run) if self._awrappers else run())
+
+    async def _awrapped(self, index: int, task: Task, run: Callable[[], Awaitable[Any]]) -> Any:
+        if index == len(self._awrappers):
+            return await run()
+        middleware = self._awrappers[index]
+        inner = _AsyncInner(lambda: self._awrapped(index + 1, task, run))
+        try:
+            return await middleware.arun_attempt(task, inner)
+        except BaseException as exc:
+            if inner.called and exc is inner.error:
+                raise  # the handler's own error (or cancellation), passed through
+            LOGGER.exception("middleware %r raised around task %d", middleware, task.id)
+            if not inner.called:
+                return await inner()  # the attempt runs all the same
             if inner.error is not None:
                 raise inner.error from None
             return inner.result
@@ -239,6 +280,29 @@ class _Inner:
         self.called = True
         try:
             self.result = self._call()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        return self.result
+
+
+class _AsyncInner:
+    """:class:`_Inner` for ``arun_attempt``: ``await run()``."""
+
+    __slots__ = ("_call", "called", "error", "result")
+
+    def __init__(self, call: Callable[[], Awaitable[Any]]) -> None:
+        self._call = call
+        self.called = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    async def __call__(self) -> Any:
+        if self.called:
+            raise RuntimeError("a middleware's run() may be called once")
+        self.called = True
+        try:
+            self.result = await self._call()
         except BaseException as exc:
             self.error = exc
             raise

@@ -12,7 +12,9 @@ interrupt with the outcome noted on it as attributes:
 * ``task_queue_unknown = True``: a second interrupt abandoned the wait; the
   write may still commit.
 
-``TaskQueue.enqueue``/``enqueue_many`` turn these into ``task_ids``.
+``TaskQueue.enqueue``/``enqueue_many`` turn these into ``task_ids``. A
+cancelled ``aenqueue`` is the coroutine's form of the same: the write goes
+on, and the ``CancelledError`` carries ``task_ids`` (see :mod:`task_queue.aio`).
 """
 
 from __future__ import annotations

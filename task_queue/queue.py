@@ -9,6 +9,7 @@ kept (and kept alive) by :mod:`.claims`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import logging
@@ -21,6 +22,7 @@ import traceback as tb
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import aio
 from .checks import (
     check_queue_name,
     check_queue_names,
@@ -48,6 +50,7 @@ from .storage.base import (
     ClaimRequest,
     Completion,
     FailureRecord,
+    NewTask,
     Owner,
     ScheduleRow,
     Storage,
@@ -216,13 +219,10 @@ class TaskQueue:
 
         Nothing is written when an argument is refused.
         """
-        spec = TaskSpec(
-            name, task_type, payload, priority, scheduled_at, max_retries,
-            delay=delay, timeout=timeout, unique_key=unique_key, queue_name=queue_name,
-            depends_on=depends_on, concurrency_key=concurrency_key,  # type: ignore[arg-type]
+        spec = _one_spec(
+            name, task_type, payload, priority, scheduled_at, max_retries, delay, timeout,
+            unique_key, queue_name, depends_on, concurrency_key,
         )  # fmt: skip
-        if any(isinstance(d, BatchRef) for d in spec.depends_on):
-            raise ValueError("BatchRef refers to a task of an enqueue_many() batch; use ids here")
         return self._store([spec], many=False)[0]
 
     def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[int]:
@@ -233,10 +233,25 @@ class TaskQueue:
         one of the same batch: ``"depends_on": [BatchRef(0)]`` (a pipeline,
         or a fan-in, in one call).
         """
-        specs = [TaskSpec.from_mapping(spec, index) for index, spec in enumerate(tasks)]
+        specs = _many_specs(tasks)
         return self._store(specs, many=True) if specs else []
 
     def _store(self, specs: Sequence[TaskSpec], *, many: bool) -> list[int]:
+        rows, now = self._encode(specs, many=many)
+        stored: list[tuple[int, bool]] | None = None
+        try:
+            # Nothing between the call and the assignment: an interrupt
+            # (Ctrl-C) either lands in the storage's wait, which then says
+            # what committed, or after ``stored`` holds the ids.
+            stored = self.storage.enqueue(rows, now)
+            return self._stored(stored, now)
+        except BaseException as exc:
+            attach_task_ids(exc, None if stored is None else [i for i, _ in stored])
+            raise
+
+    def _encode(self, specs: Sequence[TaskSpec], *, many: bool) -> tuple[list[NewTask], float]:
+        """The rows to insert (middleware metadata added), and the time
+        they are enqueued at; raises for a refused argument."""
         now = self.clock.time()
         rows = []
         for index, spec in enumerate(specs):
@@ -250,19 +265,14 @@ class TaskQueue:
                     raise
                 raise type(exc)(f"task #{index}: {exc}") from exc
         self._check_fork()
-        stored: list[tuple[int, bool]] | None = None
-        try:
-            # Nothing between the call and the assignment: an interrupt
-            # (Ctrl-C) either lands in the storage's wait, which then says
-            # what committed, or after ``stored`` holds the ids.
-            stored = self.storage.enqueue(rows, now)
-            self._listeners.notify()
-            self.hooks.emit_lazy(
-                lambda: [Event(EventKind.ENQUEUED, i, at=now) for i, new in stored or () if new]
-            )
-        except BaseException as exc:
-            attach_task_ids(exc, None if stored is None else [i for i, _ in stored])
-            raise
+        return rows, now
+
+    def _stored(self, stored: list[tuple[int, bool]], now: float) -> list[int]:
+        """After an enqueue committed: wake workers, emit events; the ids."""
+        self._listeners.notify()
+        self.hooks.emit_lazy(
+            lambda: [Event(EventKind.ENQUEUED, i, at=now) for i, new in stored if new]
+        )
         return [task_id for task_id, _ in stored]
 
     # -- claim -----------------------------------------------------------------
@@ -719,15 +729,7 @@ class TaskQueue:
         Raises TaskFailedError (with the error message and traceback) if it
         failed for good, TaskCancelled if it was cancelled.
         """
-        task = self.wait(task_id, timeout)
-        if task.status == TaskStatus.COMPLETED:
-            return task.result
-        if task.status == TaskStatus.FAILED:
-            raise TaskFailedError(task.error_message or "failed", task.error_traceback, task=task)
-        raise TaskCancelled(
-            f"task {task.id} was cancelled"
-            + (f": {task.error_message}" if task.error_message else "")
-        )
+        return _result_of(self.wait(task_id, timeout))
 
     def attempts(self, task_id: int) -> list[AttemptRecord]:
         """The attempts of a task so far, first first: each failed, lost
@@ -765,8 +767,7 @@ class TaskQueue:
         if queue_name is not None:
             check_queue_name(queue_name)
         self._check_fork()
-        counts = self.storage.counts(queue_name)
-        return {status.value: counts.get(status.value, 0) for status in TaskStatus}
+        return _every_status(self.storage.counts(queue_name))
 
     def queue_stats(self) -> dict[str, dict[str, int]]:
         """Per queue, what get_queue_stats(queue) gives: every queue that has
@@ -1051,6 +1052,99 @@ class TaskQueue:
         """Stop calling ``hook``."""
         self.hooks.remove(hook)
 
+    # -- asyncio twins ---------------------------------------------------------
+    # Same parameters, validation and results as the blocking methods (they
+    # share the code around the storage call); the storage call itself is
+    # submitted and awaited (task_queue/aio.py), so the event loop is never
+    # blocked, not even while another process holds the write lock.
+
+    async def aenqueue(
+        self,
+        name: str,
+        task_type: str,
+        payload: Any = None,
+        priority: TaskPriority | int | str = TaskPriority.NORMAL,
+        scheduled_at: dt.datetime | float | None = None,
+        max_retries: int = 3,
+        *,
+        delay: float | dt.timedelta | None = None,
+        timeout: float | None = None,
+        unique_key: str | None = None,
+        queue_name: str = "default",
+        depends_on: Sequence[int | Task] = (),
+        concurrency_key: str | None = None,
+    ) -> int:
+        """:meth:`enqueue` for coroutines: the same arguments and checks (a
+        refused argument raises before anything is written); returns the id
+        once the task is committed, without blocking the event loop.
+
+        Concurrent ``aenqueue`` calls share group commits, as concurrent
+        threads' enqueues do. Cancelling the awaiting coroutine does not
+        take the task back: it may still be enqueued (like an enqueue
+        interrupted by Ctrl-C); the ``CancelledError`` carries ``task_ids``
+        (the ids, if the commit had been answered, else None: unknown).
+        Use ``unique_key`` to retry safely.
+        """
+        spec = _one_spec(
+            name, task_type, payload, priority, scheduled_at, max_retries, delay, timeout,
+            unique_key, queue_name, depends_on, concurrency_key,
+        )  # fmt: skip
+        return (await self._astore([spec], many=False))[0]
+
+    async def aenqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[int]:
+        """:meth:`enqueue_many` for coroutines (all or none; see :meth:`aenqueue`)."""
+        specs = _many_specs(tasks)
+        return await self._astore(specs, many=True) if specs else []
+
+    async def _astore(self, specs: Sequence[TaskSpec], *, many: bool) -> list[int]:
+        rows, now = self._encode(specs, many=many)
+
+        def late(stored: list[tuple[int, bool]]) -> None:
+            self._stored(stored, now)  # cancelled, yet committed: wake workers all the same
+
+        future = aio.start(self.storage, "enqueue", rows, now, late=late)
+        try:
+            stored = await future
+        except asyncio.CancelledError as exc:
+            aio.note_cancelled(exc, future)
+            raise
+        return self._stored(stored, now)
+
+    async def aget_task(self, task_id: int) -> Task | None:
+        """:meth:`get_task` for coroutines."""
+        self._check_fork()
+        task: Task | None = await aio.call(self.storage, "get", _task_id(task_id))
+        return task
+
+    async def aget_tasks(self, task_ids: Iterable[int]) -> list[Task]:
+        """:meth:`get_tasks` for coroutines."""
+        ids = [_task_id(t) for t in task_ids]
+        self._check_fork()
+        if not ids:
+            return []
+        tasks: list[Task] = await aio.call(self.storage, "get_many", ids)
+        return tasks
+
+    async def aget_queue_stats(self, queue_name: str | None = None) -> dict[str, int]:
+        """:meth:`get_queue_stats` for coroutines."""
+        if queue_name is not None:
+            check_queue_name(queue_name)
+        self._check_fork()
+        return _every_status(await aio.call(self.storage, "counts", queue_name))
+
+    async def await_task(self, task_id: int, timeout: float | None = None) -> Task:
+        """:meth:`wait` for coroutines (``await`` being a keyword, the name is
+        not ``await``): the finished task, TimeoutError after ``timeout``.
+        Woken by the queue's one watcher thread through the loop; cancelling
+        the coroutine just stops waiting."""
+        self._check_fork()
+        return await self._waiters.await_task(_task_id(task_id), timeout)
+
+    async def aresult(self, task_id: int, timeout: float | None = None) -> Any:
+        """:meth:`result` for coroutines: the result, or TaskFailedError,
+        TaskCancelled, TimeoutError as :meth:`result` raises them."""
+        return _result_of(await self.await_task(task_id, timeout))
+
     # -- lifecycle -------------------------------------------------------------
     def close(self) -> None:
         """Stop renewing held claims, finish queued writes and close the
@@ -1148,6 +1242,42 @@ def _safe_str(error: BaseException) -> str:
         return str(error)
     except BaseException:
         return f"<unprintable {type(error).__name__} object>"
+
+
+def _one_spec(
+    name: str, task_type: str, payload: Any, priority: TaskPriority | int | str,
+    scheduled_at: dt.datetime | float | None, max_retries: int,
+    delay: float | dt.timedelta | None, timeout: float | None, unique_key: str | None,
+    queue_name: str, depends_on: Sequence[int | Task], concurrency_key: str | None,
+) -> TaskSpec:  # fmt: skip
+    """The checked spec of enqueue()/aenqueue()."""
+    spec = TaskSpec(
+        name, task_type, payload, priority, scheduled_at, max_retries,
+        delay=delay, timeout=timeout, unique_key=unique_key, queue_name=queue_name,
+        depends_on=depends_on, concurrency_key=concurrency_key,  # type: ignore[arg-type]
+    )  # fmt: skip
+    if any(isinstance(d, BatchRef) for d in spec.depends_on):
+        raise ValueError("BatchRef refers to a task of an enqueue_many() batch; use ids here")
+    return spec
+
+
+def _many_specs(tasks: Iterable[Mapping[str, Any]]) -> list[TaskSpec]:
+    return [TaskSpec.from_mapping(spec, index) for index, spec in enumerate(tasks)]
+
+
+def _every_status(counts: Mapping[str, int]) -> dict[str, int]:
+    return {status.value: counts.get(status.value, 0) for status in TaskStatus}
+
+
+def _result_of(task: Task) -> Any:
+    """A finished task's result, or its failure or cancellation raised."""
+    if task.status == TaskStatus.COMPLETED:
+        return task.result
+    if task.status == TaskStatus.FAILED:
+        raise TaskFailedError(task.error_message or "failed", task.error_traceback, task=task)
+    raise TaskCancelled(
+        f"task {task.id} was cancelled" + (f": {task.error_message}" if task.error_message else "")
+    )
 
 
 def _task_id(task_id: object) -> int:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterator, MutableMapping
+import inspect
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 from .limits import Limits, RateLimit
@@ -90,6 +91,13 @@ class HandlerRegistry(MutableMapping[str, HandlerFn]):
 
     def __len__(self) -> int:
         return len(self._handlers)
+
+    def is_async(self, task_type: str) -> bool:
+        """True if ``task_type``'s handler is an ``async def`` function (or an
+        object with an ``async def __call__``): a Worker runs it on its
+        event loop, among ``async_concurrency`` others."""
+        fn = self._handlers.get(task_type)
+        return fn is not None and is_coroutine_handler(fn)
 
     def options(self, task_type: str) -> HandlerOptions:
         """The options of ``task_type``'s handler (all None when it has none)."""
@@ -186,6 +194,31 @@ class HandlerRegistry(MutableMapping[str, HandlerFn]):
 
 
 _NO_OPTIONS = HandlerOptions()
+
+
+def is_coroutine_handler(fn: object) -> bool:
+    """True for an ``async def`` function, a partial of one, or an object
+    whose ``__call__`` is one."""
+    call = type(fn).__call__ if callable(fn) else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def as_registry(handlers: object) -> HandlerRegistry:
+    """A Worker's (or drain()'s) ``handlers`` argument as a registry: the
+    registry itself, one made from a mapping, or ``TASK_HANDLERS`` for None."""
+    if handlers is None:
+        return TASK_HANDLERS
+    if isinstance(handlers, HandlerRegistry):
+        return handlers
+    if isinstance(handlers, Mapping):
+        registry = HandlerRegistry()
+        for task_type, fn in handlers.items():
+            registry[task_type] = fn
+        return registry
+    raise TypeError(
+        "handlers must be a HandlerRegistry or a mapping of task type to function "
+        f"(e.g. {{'send_email': send_email}}), got {type(handlers).__name__}"
+    )
 
 
 #: The default registry, used by Workers created without ``handlers=``.

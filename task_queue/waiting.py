@@ -10,16 +10,24 @@ in one query, when something may have changed:
   every ``POLL_INTERVAL`` (a few µs on SQLite).
 
 So a thousand waiters cost one query per change, not a thousand per poll.
+
+A coroutine (``await_task()``/``aresult()``) waits on a future of its loop
+instead of an Event: the same watcher resolves it through
+``call_soon_threadsafe``, so awaiting a result blocks no loop and takes no
+thread of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import aio
 from .errors import QueueClosedError, StorageError, TaskNotFoundError
 from .notify import Wakeup
 from .task import Task
@@ -34,12 +42,33 @@ POLL_INTERVAL = 0.05
 
 
 class _Waiter:
-    __slots__ = ("error", "event", "task")
+    """One caller waiting for one task; ``wake()`` tells it the answer is in
+    (called by the watcher, under the Waiters' lock: quick, never blocking)."""
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
+    __slots__ = ("error", "task", "wake")
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
         self.task: Task | None = None
         self.error: BaseException | None = None
+
+    def settle(self, task: Task | None = None, error: BaseException | None = None) -> None:
+        self.task, self.error = task, error
+        self.wake()
+
+
+def _future_waker(future: asyncio.Future[None]) -> Callable[[], None]:
+    inbox = aio.inbox_of(future.get_loop())
+
+    def wake() -> None:
+        inbox.post(_resolve, future)
+
+    return wake
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class Waiters:
@@ -54,14 +83,41 @@ class Waiters:
         self._closed = False
 
     def wait(self, task_id: int, timeout: float | None) -> Task:
-        if timeout is not None and not (timeout >= 0):
-            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+        _check_timeout(timeout)
         task = self._queue.storage.get(task_id)
-        if task is None:
-            raise TaskNotFoundError(f"no task with id {task_id}")
-        if task.status.finished:
+        if _finished(task, task_id):
+            assert task is not None
             return task
-        waiter = _Waiter()
+        event = threading.Event()
+        waiter = self._add(task_id, event.set)
+        try:
+            deadline = math.inf if timeout is None else time.monotonic() + timeout
+            while not event.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
+        finally:
+            self._discard(task_id, waiter)
+        return _answer(waiter)
+
+    async def await_task(self, task_id: int, timeout: float | None) -> Task:
+        """:meth:`wait` for a coroutine: the loop is never blocked."""
+        _check_timeout(timeout)
+        task: Task | None = await aio.call(self._queue.storage, "get", task_id)
+        if _finished(task, task_id):
+            assert task is not None
+            return task
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = self._add(task_id, _future_waker(future))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"task {task_id} did not finish within {timeout}s") from None
+        finally:
+            self._discard(task_id, waiter)
+        return _answer(waiter)
+
+    def _add(self, task_id: int, wake: Callable[[], None]) -> _Waiter:
+        waiter = _Waiter(wake)
         with self._lock:
             if self._closed:
                 raise QueueClosedError("the TaskQueue is closed")
@@ -71,23 +127,16 @@ class Waiters:
                     target=self._watch, name="task_queue-waiters", daemon=True
                 )
                 self._thread.start()
-        self._nudge.set()  # it may have finished since the read above
-        try:
-            deadline = math.inf if timeout is None else time.monotonic() + timeout
-            while not waiter.event.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"task {task_id} did not finish within {timeout}s")
-        finally:
-            with self._lock:
-                waiters = self._waiting.get(task_id)
-                if waiters is not None:
-                    waiters.discard(waiter)
-                    if not waiters:
-                        del self._waiting[task_id]
-        if waiter.error is not None:
-            raise waiter.error
-        assert waiter.task is not None
-        return waiter.task
+        self._nudge.set()  # it may have finished since the caller's read
+        return waiter
+
+    def _discard(self, task_id: int, waiter: _Waiter) -> None:
+        with self._lock:
+            waiters = self._waiting.get(task_id)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiting[task_id]
 
     def nudge(self) -> None:
         """An outcome committed through this TaskQueue: look now."""
@@ -101,8 +150,8 @@ class Waiters:
             waiting = [w for ws in self._waiting.values() for w in ws]
             thread = self._thread
         for waiter in waiting:
-            waiter.error = QueueClosedError("the TaskQueue was closed while waiting for the task")
-            waiter.event.set()
+            error = QueueClosedError("the TaskQueue was closed while waiting for the task")
+            waiter.settle(error=error)
         self._nudge.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
@@ -129,9 +178,27 @@ class Waiters:
             with self._lock:
                 for task in finished:
                     for waiter in self._waiting.get(task.id, ()):
-                        waiter.task = task
-                        waiter.event.set()
+                        waiter.settle(task)
                 for task_id in missing:
                     for waiter in self._waiting.get(task_id, ()):
-                        waiter.error = TaskNotFoundError(f"task {task_id} was deleted (purged)")
-                        waiter.event.set()
+                        gone = TaskNotFoundError(f"task {task_id} was deleted (purged)")
+                        waiter.settle(error=gone)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and not (timeout >= 0):
+        raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+
+
+def _finished(task: Task | None, task_id: int) -> bool:
+    """True if there is nothing to wait for (raises for an unknown id)."""
+    if task is None:
+        raise TaskNotFoundError(f"no task with id {task_id}")
+    return task.status.finished
+
+
+def _answer(waiter: _Waiter) -> Task:
+    if waiter.error is not None:
+        raise waiter.error
+    assert waiter.task is not None
+    return waiter.task

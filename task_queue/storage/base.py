@@ -22,13 +22,23 @@ Conventions every operation follows:
   :class:`~task_queue.errors.StorageError` subclasses (busy past the
   timeout, disk full, read-only, closed...). Nothing else escapes except
   the domain errors named on each operation.
+
+**Without waiting** (the asyncio seam). :func:`submit` starts an operation
+and calls back once it is done, so an event loop can await it without a
+thread blocked per call. A backend with a native way to do that (SQLite: the
+engine thread answers the request through a callback) implements the
+optional :class:`SubmitsOperations`; for any other, :func:`submit` runs the
+ordinary blocking operation on a small shared thread pool.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Protocol
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from ..limits import Limits
 from ..task import AttemptRecord, Claim, ScheduleInfo, Task, WorkerInfo
@@ -369,3 +379,95 @@ class Storage(Protocol):
         """Finish what is queued and release the database; later calls
         raise QueueClosedError."""
         ...
+
+
+# -- operations without waiting (the asyncio seam) ---------------------------------
+
+#: What an operation started with :func:`submit` hands back once it is done:
+#: calling it returns what the blocking operation would have returned, or
+#: raises what it would have raised. Call it where the answer is awaited
+#: (an event loop's thread), not where it arrives: turning rows into Tasks
+#: is work the storage's own thread should not do.
+Outcome = Callable[[], Any]
+
+
+class SubmitsOperations(Protocol):
+    """Optional: a backend that can start an operation and answer later by
+    itself. Backends without it get :func:`submit_in_thread`."""
+
+    def submit(
+        self, operation: str, args: tuple[Any, ...], on_done: Callable[[Outcome], None]
+    ) -> None:
+        """Start ``operation`` (the name of a :class:`Storage` method) with
+        ``args`` and return at once; call ``on_done(outcome)`` exactly once
+        when it is done (committed, or failed), from any thread. ``on_done``
+        is quick and never blocks. If this raises (QueueClosedError...),
+        nothing was started and ``on_done`` is never called."""
+        ...
+
+
+def submit(
+    storage: Storage, operation: str, args: tuple[Any, ...], on_done: Callable[[Outcome], None]
+) -> None:
+    """Start ``storage.<operation>(*args)`` without waiting for it; see
+    :meth:`SubmitsOperations.submit`. The backend's own way if it has one,
+    else :func:`submit_in_thread`."""
+    native = getattr(storage, "submit", None)
+    if native is not None:
+        native(operation, args, on_done)
+    else:
+        submit_in_thread(storage, operation, args, on_done)
+
+
+# A few threads shared by every backend without a native submit: each runs
+# one blocking operation at a time, for whoever awaits it.
+_POOL_THREADS = 4
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def submit_in_thread(
+    storage: object, operation: str, args: tuple[Any, ...], on_done: Callable[[Outcome], None]
+) -> None:
+    """The default :func:`submit`: run the blocking operation on a small
+    shared thread pool (4 threads), then call ``on_done`` from there."""
+    method = getattr(storage, operation)
+
+    def run() -> None:
+        try:
+            result = method(*args)
+        except BaseException as exc:
+            error = exc
+            on_done(lambda: _raise(error))
+        else:
+            on_done(lambda: result)
+
+    _thread_pool().submit(run)
+
+
+def _raise(error: BaseException) -> Any:
+    raise error
+
+
+def _forget_pool() -> None:
+    # In a child after fork(): the pool's threads and its lock's holder
+    # stayed in the parent.
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _thread_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                _POOL_THREADS, thread_name_prefix="task_queue-storage"
+            )
+            _pool_pid = os.getpid()
+        return _pool

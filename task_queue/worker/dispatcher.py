@@ -6,6 +6,12 @@ at ``now`` (monotonic seconds) and returns when it wants to run again; the
 thread just loops over it, sleeping until then or until woken. Tests call
 ``step(now)`` directly on a ManualClock, without threads.
 
+It claims for each pool on its own (:mod:`.ledger`'s lanes): the types of
+sync handlers as room frees up among the executor threads, those of
+``async def`` handlers as it frees up on the event loop; a full pool's types
+are left out of the claim, so neither kind of task can take the other's
+places.
+
 What makes it claim: a hint (an enqueue or retry through the same
 TaskQueue, a rescue, a claim that came back full), the change feed saying
 another process committed, a scheduled task falling due, or the sweep (a
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..clock import JumpDetector
 from ..errors import UNSTORABLE, UNUSABLE_STORAGE, StorageError
@@ -28,9 +35,12 @@ from ..notify import Wakeup
 from ..queue import TaskQueue
 from ..registry import HandlerRegistry
 from ..task import Claim
-from .ledger import InFlight
+from .ledger import COROUTINES, THREADS, InFlight
 from .options import WorkerOptions
 from .recorder import Recorder, durations, give_back
+
+if TYPE_CHECKING:
+    from .coroutines import CoroutinePool
 
 LOGGER = logging.getLogger(__name__)
 
@@ -54,6 +64,7 @@ class Dispatcher:
         services: Sequence[MaintenanceService],
         on_closed: Callable[[StorageError], None],
         on_heartbeat: Callable[[], None] = lambda: None,
+        coroutines: CoroutinePool | None = None,
     ) -> None:
         """``on_closed(error)`` is called once if the storage turns out
         unusable (closed, the file deleted or replaced: nothing can be
@@ -69,6 +80,7 @@ class Dispatcher:
         self._ledger = ledger
         self._recorder = recorder
         self._services = list(services)
+        self._coroutines = coroutines
         self._monotonic = queue.clock.monotonic
         self._wake = Wakeup()
         self._feed = queue.change_feed()
@@ -101,7 +113,7 @@ class Dispatcher:
 
     def room(self) -> None:
         """An executor took or finished a task: claim more if it is time to."""
-        if self.claim_size() > 0:
+        if self.claim_size() > 0 or self.async_claim_size() > 0:
             self._wake.set()
 
     # -- the loop ----------------------------------------------------------------
@@ -176,7 +188,8 @@ class Dispatcher:
             self._next_token = None
         # No handlers: nothing to claim (a registry filled later is seen
         # at the next step, within a poll interval).
-        free = self.claim_size() if self._handlers else 0
+        lanes = self._lanes() if self._handlers else []
+        free = sum(room for _, _, room in lanes)
         if free > 0 and (self._maybe_more or now >= self._next_sweep):
             # Consume the hint before claiming: a hint that arrives while
             # the claim runs (a retry recorded, an enqueue) must survive
@@ -184,11 +197,11 @@ class Dispatcher:
             self._maybe_more = False
             self._next_sweep = now + SWEEP_INTERVAL
             try:
-                got = self._claim(free)
+                full = self._claim(lanes)
             except StorageError:
                 self._maybe_more = True
                 raise
-            if got == free:
+            if full:
                 self._maybe_more = True  # there may be more
             else:
                 self._next_due = self._queue.next_due()
@@ -207,7 +220,8 @@ class Dispatcher:
 
     # -- claiming ----------------------------------------------------------------
     def capacity(self) -> int:
-        """Threads plus prefetch: how many tasks this worker holds at most.
+        """Threads plus prefetch: how many tasks of sync handlers this worker
+        holds at most.
 
         Adaptive unless set: short tasks are claimed well ahead (a batch per
         commit is what makes throughput), long ones not at all (a prefetched
@@ -235,10 +249,10 @@ class Dispatcher:
         return concurrency + extra
 
     def claim_size(self) -> int:
-        """How many tasks to claim now (0: not yet)."""
+        """How many tasks of sync handlers to claim now (0: not yet)."""
         capacity = self.capacity()
-        buffered = self._ledger.buffered
-        free = capacity - buffered - self._ledger.running
+        buffered = self._ledger.buffered_in(THREADS)
+        free = capacity - buffered - self._ledger.running_in(THREADS)
         # Claim in batches once the buffer runs low, but never leave an
         # executor idle while tasks could be claimed.
         if free <= 0:
@@ -247,19 +261,60 @@ class Dispatcher:
             return free
         return 0
 
+    def async_claim_size(self) -> int:
+        """How many tasks of ``async def`` handlers to claim now (0: not yet).
+
+        Up to ``async_concurrency`` run at once and none wait ahead (the
+        loop starts a coroutine as soon as it is claimed); claims come in
+        batches once an eighth of the places are free, or at once when none
+        is taken.
+        """
+        if self._coroutines is None:
+            return 0
+        capacity = self._options.async_concurrency
+        held = self._ledger.buffered_in(COROUTINES) + self._ledger.running_in(COROUTINES)
+        free = capacity - held
+        if free <= 0:
+            return 0
+        return free if held == 0 or free >= max(1, capacity // 8) else 0
+
+    def _lanes(self) -> list[tuple[str, list[str], int]]:
+        """(lane, its task types, how many to claim) of each pool with room."""
+        sync_types: list[str] = []
+        async_types: list[str] = []
+        for task_type in self._handlers:
+            (async_types if self._handlers.is_async(task_type) else sync_types).append(task_type)
+        lanes = []
+        if sync_types:
+            lanes.append((THREADS, sync_types, self.claim_size()))
+        if async_types:
+            lanes.append((COROUTINES, async_types, self.async_claim_size()))
+        return [lane for lane in lanes if lane[2] > 0]
+
     def _limits(self, types: list[str]) -> dict[str, Limits]:
         """The rate and concurrency limits of the handlers' types."""
         found = {t: self._handlers.options(t).limits for t in types}
         return {t: limits for t, limits in found.items() if limits is not None}
 
-    def _claim(self, limit: int) -> int:
-        types = list(self._handlers)
-        limits = self._limits(types)
+    def _claim(self, lanes: list[tuple[str, list[str], int]]) -> bool:
+        """Claim for each lane; True if one came back full (maybe more)."""
+        limits = self._limits(list(self._handlers))
         if any(lim.rate is not None for lim in limits.values()):
             # A rate-limited type may be held back: look again when its
             # next token is due (no thread waits for it).
             rates = [lim.rate.rate for lim in limits.values() if lim.rate is not None]
             self._next_token = self._monotonic() + 1.0 / max(rates)
+        full = False
+        for lane, types, limit in lanes:
+            if lane == COROUTINES and self._coroutines is not None:
+                self._coroutines.start()  # the loop starts with the first async task
+            lane_limits = {t: lim for t, lim in limits.items() if t in types}
+            got = self._claim_lane(lane, types, limit, lane_limits)
+            full = full or got == limit
+        return full
+
+    def _claim_lane(self, lane: str, types: list[str], limit: int,
+                    limits: dict[str, Limits]) -> int:  # fmt: skip
         before = self._monotonic()
         # Completions waiting to be written ride along with the claim: one
         # commit for both (the recorder writes whatever is not taken).
@@ -286,8 +341,10 @@ class Dispatcher:
             raise
         self._recorder.settle(lent)
         if tasks:
-            late = self._ledger.offer(tasks, before + self._queue.lease_seconds)
+            late = self._ledger.offer(tasks, before + self._queue.lease_seconds, lane)
             give_back(self._queue, late, "claimed during stop", self._name)
+            if lane == COROUTINES and self._coroutines is not None:
+                self._coroutines.wake()
         return len(tasks)
 
     def _drop_paused(self) -> None:
@@ -318,6 +375,8 @@ class Dispatcher:
             status = self._queue.get_task(attempt.task.id)
             cancelled = status is not None and status.status == "cancelled"
             attempt.ctx.cancel("cancelled" if cancelled else "lost")
+            if attempt.interrupt is not None:
+                attempt.interrupt()  # an async handler: cancelled for real
         if not lost:
             return
         LOGGER.warning(

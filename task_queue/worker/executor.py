@@ -23,7 +23,7 @@ from ..queue import TaskQueue
 from ..registry import HandlerRegistry
 from ..retry import describe
 from ..task import Task
-from .ledger import Attempt, InFlight, Slot
+from .ledger import COROUTINES, Attempt, InFlight, Slot
 from .recorder import Outcome, Recorder
 from .runner import Runner
 
@@ -90,7 +90,7 @@ class Executors:
     # -- one thread ----------------------------------------------------------------
     def _loop(self, slot: Slot) -> None:
         while True:
-            attempt = self._ledger.take(slot, self._new_attempt)
+            attempt = self._ledger.take(slot, self.new_attempt)
             if attempt is None:
                 return
             self._on_room()
@@ -98,11 +98,12 @@ class Executors:
                 self._run(attempt)
             except BaseException as exc:  # bookkeeping must not kill the thread
                 LOGGER.exception("%s: internal error around task %d", self._name, attempt.task.id)
-                self._after_internal_error(attempt, exc)
+                self.after_internal_error(attempt, exc)
             if slot.abandoned:
                 return
 
-    def _new_attempt(self, task: Task, slot: Slot) -> Attempt:
+    def new_attempt(self, task: Task, slot: Slot) -> Attempt:
+        """The Attempt of ``task`` starting in ``slot`` (its context, deadline)."""
         options = self._handlers.options(task.task_type)
         timeout = task.timeout if task.timeout is not None else options.timeout
         start = self._monotonic()
@@ -115,8 +116,15 @@ class Executors:
         return Attempt(task, ctx, slot, timeout)
 
     def _run(self, attempt: Attempt) -> None:
+        started = self.begin(attempt)
+        error, result = self._runner.run(attempt, self._handlers.get(attempt.task.task_type))
+        self.end(attempt, error, result, started)
+
+    # An attempt's life around its handler, shared with the event loop's
+    # pool (coroutines.py): begin() before, end() after.
+    def begin(self, attempt: Attempt) -> float:
+        """The handler is about to run: emit ``started``; the start time."""
         task = attempt.task
-        fn = self._handlers.get(task.task_type)
         started = self._monotonic()
         LOGGER.debug("%s: task %d (%r) started", self._name, task.id, task.name)
         hooks = self._queue.hooks
@@ -125,7 +133,14 @@ class Executors:
                 Event(EventKind.STARTED, task.id, task=task, worker=self._name,
                       at=self._queue.clock.time())
             )  # fmt: skip
-        error, result = self._runner.run(attempt, fn)
+        return started
+
+    def end(
+        self, attempt: Attempt, error: BaseException | None, result: Any, started: float
+    ) -> None:
+        """The handler returned (or raised): decide the outcome and hand it
+        to the recorder, unless the attempt was given up meanwhile."""
+        task = attempt.task
         elapsed = self._monotonic() - started
         ours = self._ledger.finish(attempt, elapsed)
         self._on_room()
@@ -147,6 +162,10 @@ class Executors:
             # Its lease ran out while it waited in the buffer: another
             # worker may be running it already. Give it back (fenced: only
             # if still ours, and without using a retry) instead of running it.
+            if attempt.slot.lane == COROUTINES:
+                # Not from the event loop's thread: the recorder writes it.
+                self._recorder.add(Outcome(task, release=True))
+                return
             released = self._queue.release_tasks([task])
             LOGGER.info(
                 "%s: gave back %d task(s) (lease ran out before they started)",
@@ -204,10 +223,11 @@ class Executors:
             )  # fmt: skip
         self._recorder.add(Outcome(task, failure=failure, duration=elapsed))
 
-    def _after_internal_error(self, attempt: Attempt, exc: BaseException) -> None:
-        """Never leave a task that our own code failed on "running" with its
-        lease renewed forever: count it as a failed attempt (a retry, not a
-        release, so a task that always trips us ends failed)."""
+    def after_internal_error(self, attempt: Attempt, exc: BaseException) -> None:
+        """Our own code failed around an attempt. Never leave a task that our
+        code failed on "running" with its lease renewed forever: count it as
+        a failed attempt (a retry, not a release, so a task that always trips
+        us ends failed)."""
         if not self._ledger.drop(attempt):
             return
         try:

@@ -16,6 +16,12 @@ alone: the same task can be running twice in one Worker (a timed-out
 handler blocked in C returns after its retry started here), and the old
 attempt's end must not touch the new one's record.
 
+Tasks belong to one of two pools (lanes): ``THREADS`` (executor threads
+take them, blocking in :meth:`InFlight.take`) and ``COROUTINES`` (the
+Worker's event loop takes them without blocking, :meth:`InFlight.take_nowait`).
+Each lane has its own buffer and is sized on its own; everything else
+(renewal, loss, timeouts, stopping) treats all attempts alike.
+
 Every method takes the lock itself and returns; nothing outside this
 module touches the state. Waiting is on the one Condition.
 """
@@ -27,15 +33,24 @@ import dataclasses
 import math
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from ..context import TaskContext
 from ..task import Claim, Task
 
+#: The lane of sync handlers, run by executor threads.
+THREADS = "threads"
+#: The lane of ``async def`` handlers, run on the Worker's event loop.
+COROUTINES = "coroutines"
+LANES = (THREADS, COROUTINES)
+
 
 @dataclasses.dataclass(eq=False)
 class Slot:
-    """One executor thread. Its own lock orders the timekeeper's
-    asynchronous exception against the handler entering and leaving."""
+    """One executor thread, or one place on the event loop (a coroutine
+    slot, made per attempt: index -1, no thread). A thread slot's lock
+    orders the timekeeper's asynchronous exception against the handler
+    entering and leaving."""
 
     index: int
     thread: threading.Thread | None = None
@@ -44,6 +59,10 @@ class Slot:
     in_handler: bool = False
     #: Given up: at shutdown past the deadline, or replaced after a timeout.
     abandoned: bool = False
+    #: THREADS or COROUTINES.
+    lane: str = THREADS
+    #: A coroutine slot's asyncio Task (set on the loop).
+    handle: Any = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -59,6 +78,9 @@ class Attempt:
     timeout_fired_at: float | None = None
     #: A TaskTimeout was raised asynchronously in the slot (under slot.lock).
     interrupted: bool = False
+    #: Stops the handler for real where that is possible: an async
+    #: handler's ``task.cancel()`` on its loop (None for threads).
+    interrupt: Callable[[], None] | None = None
     #: The task's claim (made once: it keys the ledger).
     claim: Claim = dataclasses.field(init=False)
 
@@ -74,8 +96,13 @@ class InFlight:
         # A plain Lock: Condition() would make it an RLock, measurably slower
         # on the path every task takes; nothing here re-enters it.
         self._cond = threading.Condition(threading.Lock())
-        self._buffer: collections.deque[Task] = collections.deque()
+        self._buffers: dict[str, collections.deque[Task]] = {
+            lane: collections.deque() for lane in LANES
+        }
+        # The executor threads' buffer, the one take() blocks on.
+        self._buffer = self._buffers[THREADS]
         self._running: dict[Claim, Attempt] = {}
+        self._running_in: dict[str, int] = dict.fromkeys(LANES, 0)
         # Monotonic time until which each buffered claim's lease surely
         # lasts (set at claim, pushed on by each renewal): a task whose
         # lease ran out while it waited (the process was frozen or starved)
@@ -84,42 +111,50 @@ class InFlight:
         self._handing_over = 0
         self._stopping = False
         self._slots: list[Slot] = []
-        #: Moving average of handler run time (seconds), None until one ran.
+        #: Moving average of sync handlers' run time (seconds), None until one ran.
         self.avg_duration: float | None = None
 
     # -- sizes (lock-free reads of lengths: good enough for sizing) ------------
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return sum(len(b) for b in self._buffers.values())
 
     @property
     def running(self) -> int:
         return len(self._running)
+
+    def buffered_in(self, lane: str) -> int:
+        return len(self._buffers[lane])
+
+    def running_in(self, lane: str) -> int:
+        return self._running_in[lane]
 
     @property
     def stopping(self) -> bool:
         return self._stopping
 
     def idle(self) -> bool:
-        return not self._buffer and not self._running
+        return not self.buffered and not self._running
 
     # -- the dispatcher's side -------------------------------------------------
-    def offer(self, tasks: list[Task], valid_until: float) -> list[Task]:
-        """Buffer freshly claimed tasks; returns those refused because the
-        worker is stopping (the caller gives them back)."""
+    def offer(self, tasks: list[Task], valid_until: float, lane: str = THREADS) -> list[Task]:
+        """Buffer freshly claimed tasks for ``lane``; returns those refused
+        because the worker is stopping (the caller gives them back)."""
         with self._cond:
             if self._stopping:
                 return tasks
             for task in tasks:
                 self._valid_until[task.claim] = valid_until
-            self._buffer.extend(tasks)
-            self._cond.notify(len(tasks))
+            self._buffers[lane].extend(tasks)
+            if lane == THREADS:
+                self._cond.notify(len(tasks))
             return []
 
     def held(self) -> list[Claim]:
         """Claims of buffered and running tasks (the heartbeat renews them)."""
         with self._cond:
-            return [t.claim for t in self._buffer] + list(self._running)
+            buffered = [t.claim for b in self._buffers.values() for t in b]
+            return buffered + list(self._running)
 
     def renewed(self, claims: set[Claim], valid_until: float) -> None:
         with self._cond:
@@ -130,13 +165,16 @@ class InFlight:
     def take_buffered(self, which: Callable[[Task], bool]) -> list[Task]:
         """Remove and return the buffered tasks ``which`` selects (to give back)."""
         with self._cond:
-            taken = [t for t in self._buffer if which(t)]
-            if taken:
-                kept = [t for t in self._buffer if not which(t)]
-                self._buffer.clear()
-                self._buffer.extend(kept)
-                for task in taken:
-                    self._valid_until.pop(task.claim, None)
+            taken = []
+            for buffer in self._buffers.values():
+                out = [t for t in buffer if which(t)]
+                if out:
+                    kept = [t for t in buffer if not which(t)]
+                    buffer.clear()
+                    buffer.extend(kept)
+                    taken += out
+            for task in taken:
+                self._valid_until.pop(task.claim, None)
             return taken
 
     def lose(self, lost: set[Claim]) -> tuple[list[Attempt], list[Task]]:
@@ -146,11 +184,14 @@ class InFlight:
         simply is no longer here."""
         with self._cond:
             attempts = [a for claim, a in self._running.items() if claim in lost]
-            dropped = [t for t in self._buffer if t.claim in lost]
-            if dropped:
-                kept = [t for t in self._buffer if t.claim not in lost]
-                self._buffer.clear()
-                self._buffer.extend(kept)
+            dropped = []
+            for buffer in self._buffers.values():
+                out = [t for t in buffer if t.claim in lost]
+                if out:
+                    kept = [t for t in buffer if t.claim not in lost]
+                    buffer.clear()
+                    buffer.extend(kept)
+                    dropped += out
             for claim in lost:
                 self._valid_until.pop(claim, None)
             return attempts, dropped
@@ -165,23 +206,36 @@ class InFlight:
                 self._cond.wait()
             if not self._buffer:
                 return None
-            task = self._buffer.popleft()
-            valid_until = self._valid_until.pop(task.claim, math.inf)
-            attempt = start(task, slot)
-            if self._monotonic() >= valid_until:
-                attempt.ctx.cancel("expired")  # not started: the executor gives it back
-            self._running[task.claim] = attempt
-            return attempt
+            return self._start(self._buffer.popleft(), slot, start)
+
+    def take_nowait(self, lane: str, start: Callable[[Task, Slot], Attempt]) -> Attempt | None:
+        """The next buffered task of ``lane`` started in a new slot of its
+        own (an event loop's place), or None (none buffered, or stopping)."""
+        with self._cond:
+            buffer = self._buffers[lane]
+            if not buffer or self._stopping:
+                return None
+            return self._start(buffer.popleft(), Slot(-1, lane=lane), start)
+
+    def _start(self, task: Task, slot: Slot, start: Callable[[Task, Slot], Attempt]) -> Attempt:
+        valid_until = self._valid_until.pop(task.claim, math.inf)
+        attempt = start(task, slot)
+        if self._monotonic() >= valid_until:
+            attempt.ctx.cancel("expired")  # not started: the executor gives it back
+        self._running[task.claim] = attempt
+        self._running_in[slot.lane] += 1
+        return attempt
 
     def finish(self, attempt: Attempt, elapsed: float) -> bool:
         """The handler returned. True if the attempt is still this worker's
         to settle: then it is handing over until :meth:`handed_over`."""
         with self._cond:
-            avg = self.avg_duration
-            self.avg_duration = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
+            if attempt.slot.lane == THREADS:  # what sizes the threads' prefetch
+                avg = self.avg_duration
+                self.avg_duration = elapsed if avg is None else 0.8 * avg + 0.2 * elapsed
             ours = self._running.get(attempt.claim) is attempt and not attempt.slot.abandoned
             if ours:
-                del self._running[attempt.claim]
+                self._remove(attempt)
                 self._handing_over += 1
             if self._stopping:
                 self._cond.notify_all()  # stop() waits for running tasks
@@ -197,9 +251,13 @@ class InFlight:
         with self._cond:
             held = self._running.get(attempt.claim) is attempt
             if held:
-                del self._running[attempt.claim]
+                self._remove(attempt)
             self._cond.notify_all()
             return held
+
+    def _remove(self, attempt: Attempt) -> None:
+        del self._running[attempt.claim]
+        self._running_in[attempt.slot.lane] -= 1
 
     # -- the timekeeper's side -------------------------------------------------
     def timed(self) -> list[Attempt]:
@@ -214,7 +272,7 @@ class InFlight:
         with self._cond:
             if self._running.get(attempt.claim) is not attempt:
                 return False
-            del self._running[attempt.claim]
+            self._remove(attempt)
             attempt.slot.abandoned = True
             if attempt.slot in self._slots:
                 self._slots.remove(attempt.slot)
@@ -237,8 +295,9 @@ class InFlight:
         with self._cond:
             already = self._stopping
             self._stopping = True
-            buffered = list(self._buffer)
-            self._buffer.clear()
+            buffered = [t for b in self._buffers.values() for t in b]
+            for buffer in self._buffers.values():
+                buffer.clear()
             self._valid_until.clear()
             self._cond.notify_all()
             return already, buffered
@@ -264,6 +323,7 @@ class InFlight:
                 attempt.slot.abandoned = True
                 attempt.ctx.cancel("shutdown")
             self._running.clear()
+            self._running_in = dict.fromkeys(LANES, 0)
             while self._handing_over:
                 self._cond.wait(0.05)
             return leftover

@@ -17,6 +17,9 @@ class WorkerOptions:
 
     #: Threads running handlers.
     concurrency: int = 4
+    #: ``async def`` handlers running at once on the Worker's event loop
+    #: (one thread, started only when there are such tasks).
+    async_concurrency: int = 200
     #: Shown in thread names and logs (default "Worker-<n>").
     name: str | None = None
     #: How often to look for tasks enqueued by *other processes* (a cheap
@@ -45,6 +48,9 @@ class WorkerOptions:
         c = self.concurrency
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise ValueError(f"concurrency must be an int >= 1, got {c!r}")
+        a = self.async_concurrency
+        if isinstance(a, bool) or not isinstance(a, int) or a < 1:
+            raise ValueError(f"async_concurrency must be an int >= 1, got {a!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
         if not is_positive(self.poll_interval):

@@ -57,6 +57,8 @@ class Outcome:
     failure: FailureRecord | None = None
     #: Seconds the handler ran.
     duration: float | None = None
+    #: Give the claim back unfinished (an attempt that never started).
+    release: bool = False
 
 
 def durations(outcomes: Iterable[Outcome]) -> dict[int, float]:
@@ -143,7 +145,9 @@ class Recorder:
             # A completion whose progress is not written yet stays here: the
             # progress must go first.
             mine = [
-                o for o in self._todo if o.failure is not None or o.task.claim in self._progress
+                o
+                for o in self._todo
+                if o.failure is not None or o.release or o.task.claim in self._progress
             ]
             if self._closing or len(mine) == len(self._todo):
                 return []
@@ -263,6 +267,11 @@ class Recorder:
     def _write(self, batch: list[Outcome]) -> None:
         """Write ``batch``, removing from it what is done, so that a retry
         after a StorageError repeats nothing."""
+        releases = [o for o in batch if o.release]
+        if releases:
+            released = self._queue.release_tasks([o.task for o in releases])
+            LOGGER.info("gave back %d task(s) (lease ran out before they started)", len(released))
+            batch[:] = [o for o in batch if not o.release]
         completions = [o for o in batch if o.failure is None]
         if completions:
             try:

@@ -14,6 +14,11 @@ order (README "Timeouts" says the same):
    (retried or failed like any error), the thread is abandoned and a new
    one replaces it so the pool keeps its capacity; whatever the stuck
    thread returns later is discarded (and fenced out by the database anyway).
+
+An ``async def`` handler is cancelled for real in layer 2 (``task.cancel()``
+on the Worker's loop); one that swallows the CancelledError is abandoned
+in layer 3 like a stuck thread, its place on the loop freed (there is no
+thread to replace).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from collections.abc import Callable
 from ..errors import TaskTimeout
 from ..events import Event, EventKind
 from ..queue import TaskQueue
-from .ledger import Attempt, InFlight
+from .ledger import THREADS, Attempt, InFlight
 from .runner import async_raise
 
 LOGGER = logging.getLogger(__name__)
@@ -98,6 +103,8 @@ class Timekeeper:
                 assert slot.thread.ident is not None
                 async_raise(slot.thread.ident, TaskTimeout)
                 attempt.interrupted = True
+        if attempt.interrupt is not None:
+            attempt.interrupt()
         LOGGER.warning(
             "%s: task %d ran past its %ss timeout; interrupting it",
             self._name,
@@ -128,5 +135,5 @@ class Timekeeper:
             self._settle_failure(attempt, error, elapsed)
         finally:
             self._ledger.handed_over()
-        if not self._ledger.stopping:
+        if not self._ledger.stopping and attempt.slot.lane == THREADS:
             self._replace_slot(attempt.slot.index)

@@ -9,7 +9,10 @@ The threads of one Worker, each a small role around the in-flight ledger
   and runs the maintenance services: rescue of expired leases, the report
   of task types nobody handles (:mod:`.dispatcher`);
 * the timekeeper enforces timeouts (:mod:`.timekeeper`);
-* the recorder writes outcomes, many per transaction (:mod:`.recorder`).
+* the recorder writes outcomes, many per transaction (:mod:`.recorder`);
+* with ``async def`` handlers, an event loop thread runs up to
+  ``async_concurrency`` of them at once (:mod:`.coroutines`), started with
+  the first such task.
 
 No outcome is reported to anyone before it is committed.
 
@@ -22,12 +25,14 @@ Shutdown order (``stop(timeout)``), and why:
 3. wait up to ``timeout`` for running handlers (the dispatcher keeps their
    leases renewed meanwhile, and claims nothing);
 4. give back what still runs (pending again, no retry used) and flag its
-   handlers cancelled, so nothing is left "running" in the database; their
-   late results are discarded;
+   handlers cancelled (coroutines are cancelled for real), so nothing is
+   left "running" in the database; their late results are discarded;
 5. wait for queued outcomes to commit (at least a few seconds, so that a
    storage fault that does not clear cannot hang stop() forever), still
    renewing their leases;
-6. stop the dispatcher and the timekeeper, then join the executors.
+6. stop the dispatcher and the timekeeper, then join the executors and
+   close the event loop (after its cancelled coroutines had a moment to
+   unwind).
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ from ..errors import NotAQueueDatabaseError, QueueClosedError, ReadOnlyDatabaseE
 from ..maintenance import RescueService, UnhandledReport
 from ..periodic import PeriodicService
 from ..queue import TaskQueue
-from ..registry import TASK_HANDLERS, HandlerRegistry
+from ..registry import HandlerRegistry, as_registry
 from ..task import WorkerInfo
+from .coroutines import CoroutinePool, CoroutineRunner
 from .dispatcher import Dispatcher
 from .executor import Executors
 from .ledger import InFlight
@@ -74,13 +80,18 @@ class _WorkSignal:
 
 
 class Worker:
-    """Runs handlers for tasks of ``queue`` in ``concurrency`` threads.
+    """Runs handlers for tasks of ``queue`` in ``concurrency`` threads (and
+    ``async def`` handlers on an event loop of its own).
 
     queue: the TaskQueue to work for.
     handlers: a HandlerRegistry, or a mapping of task type to function
         (default: the global ``TASK_HANDLERS``). Only the types it has
-        handlers for are claimed.
-    concurrency: threads running handlers.
+        handlers for are claimed. ``async def`` handlers run as coroutines
+        on the Worker's event loop (one thread, started with the first
+        such task), the others in its threads.
+    concurrency: threads running sync handlers.
+    async_concurrency: coroutines of ``async def`` handlers running at
+        once (default 200), claimed separately from the threads' tasks.
     name: for thread names and logs (default "Worker-<n>").
     poll_interval: seconds between checks for tasks enqueued by other
         processes (a cheap change check; in-process enqueues wake at once).
@@ -119,12 +130,14 @@ class Worker:
         idle_report_interval: float = 60.0,
         queues: Sequence[str] | None = None,
         options: WorkerOptions | None = None,
+        async_concurrency: int = 200,
     ) -> None:
         if isinstance(concurrency, WorkerOptions):
             raise TypeError("pass WorkerOptions by keyword: Worker(queue, handlers, options=...)")
         if options is None:
             options = WorkerOptions(
-                concurrency=concurrency, name=name, poll_interval=poll_interval,
+                concurrency=concurrency, async_concurrency=async_concurrency,
+                name=name, poll_interval=poll_interval,
                 prefetch=prefetch, heartbeat_interval=heartbeat_interval,
                 rescue_interval=rescue_interval, drain_timeout=drain_timeout,
                 timeout_grace=timeout_grace, idle_report_interval=idle_report_interval,
@@ -136,7 +149,7 @@ class Worker:
         self.options = options
         self.queue = queue
         #: The handlers this worker runs (it claims only their types).
-        self.handlers = _registry(handlers)
+        self.handlers = as_registry(handlers)
         self.concurrency = options.concurrency
         self.name = options.name or f"Worker-{next(_names)}"
         #: Recorded on every task this worker claims.
@@ -147,6 +160,24 @@ class Worker:
         self._monotonic = queue.clock.monotonic
         self._ledger = InFlight(self._monotonic)
         self._recorder = Recorder(queue, self.name, self.handlers)
+        self._executors = Executors(
+            name=self.name,
+            queue=queue,
+            handlers=self.handlers,
+            ledger=self._ledger,
+            recorder=self._recorder,
+            runner=ThreadRunner(queue.hooks),
+            on_room=lambda: self._dispatcher.room(),
+            on_timed=lambda: self._timekeeper.wake(),
+        )
+        self._coroutines = CoroutinePool(
+            name=self.name,
+            handlers=self.handlers,
+            ledger=self._ledger,
+            executors=self._executors,
+            concurrency=options.async_concurrency,
+            runner=CoroutineRunner(queue.hooks),
+        )
         self._dispatcher = Dispatcher(
             name=self.name,
             worker_id=self.worker_id,
@@ -165,17 +196,8 @@ class Worker:
                 ),
                 PeriodicService(queue, self.handlers.schedules(), self.name),
             ],
+            coroutines=self._coroutines,
         )  # fmt: skip
-        self._executors = Executors(
-            name=self.name,
-            queue=queue,
-            handlers=self.handlers,
-            ledger=self._ledger,
-            recorder=self._recorder,
-            runner=ThreadRunner(queue.hooks),
-            on_room=self._dispatcher.room,
-            on_timed=lambda: self._timekeeper.wake(),
-        )
         self._timekeeper = Timekeeper(
             name=self.name,
             queue=queue,
@@ -257,6 +279,14 @@ class Worker:
     def _check_queue(self) -> None:
         if not self.handlers:
             LOGGER.warning("%s has no handlers; it will claim nothing", self.name)
+        if any(self.handlers.is_async(t) for t in self.handlers):
+            for middleware in self.queue.hooks.sync_only_wrappers():
+                LOGGER.warning(
+                    "%s: middleware %r wraps sync attempts only (run_attempt); override "
+                    "arun_attempt to wrap the attempts of async handlers too",
+                    self.name,
+                    middleware,
+                )
         try:
             self.queue.check_writable()
             self.queue.rescue_expired()
@@ -319,7 +349,8 @@ class Worker:
         touches nothing (its claims are the parent's)."""
         if self._pid != os.getpid():
             return
-        if self._executors.owns(threading.current_thread()):
+        me = threading.current_thread()
+        if self._executors.owns(me) or self._coroutines.owns(me):
             raise RuntimeError(
                 f"{self.name}.stop() called from one of its own handlers would wait for itself"
             )
@@ -367,6 +398,9 @@ class Worker:
                 self.name,
                 len(leftover),
             )
+            for attempt in leftover:
+                if attempt.interrupt is not None:
+                    attempt.interrupt()  # a coroutine: cancelled for real
             give_back(self.queue, [a.task for a in leftover], "drain deadline", self.name)
         # 5: outcomes get what is left of the drain time, and at least a few
         # seconds: a storage fault that does not clear must not hang stop().
@@ -380,6 +414,7 @@ class Worker:
             if thread is not threading.current_thread():
                 thread.join()
         self._executors.join(timeout=1.0)
+        self._coroutines.stop()
         self._report(stopped=True)
         LOGGER.info(
             "%s stopped (%d completed, %d failed attempts)", self.name, self.processed, self.failed
@@ -431,19 +466,3 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, concurrency={self.concurrency})"
-
-
-def _registry(handlers: object) -> HandlerRegistry:
-    if handlers is None:
-        return TASK_HANDLERS
-    if isinstance(handlers, HandlerRegistry):
-        return handlers
-    if isinstance(handlers, Mapping):
-        registry = HandlerRegistry()
-        for task_type, fn in handlers.items():
-            registry[task_type] = fn
-        return registry
-    raise TypeError(
-        "handlers must be a HandlerRegistry or a mapping of task type to function "
-        f"(e.g. {{'send_email': send_email}}), got {type(handlers).__name__}"
-    )

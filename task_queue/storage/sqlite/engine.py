@@ -81,6 +81,7 @@ from .errors import is_busy, is_transaction_fatal, translate
 LOGGER = logging.getLogger(__name__)
 
 UnitFn = Callable[..., Any]
+MergeFn = Callable[[sqlite3.Connection, list[tuple[Any, ...]]], list[Any]]
 
 # Per-attempt wait inside SQLite's own busy handler. Short, because our loop
 # adds jitter between attempts and SQLite's handler is an unfair poll.
@@ -108,19 +109,36 @@ class Request:
     """
 
     __slots__ = (
-        "_answered", "_lock", "_state", "args", "error", "fn", "readonly", "result", "savepoint",
+        "_answered", "_lock", "_on_answer", "_state", "args", "error", "fn", "merge", "readonly",
+        "result", "savepoint",
     )  # fmt: skip
 
     def __init__(
-        self, fn: UnitFn, args: tuple[Any, ...], *, readonly: bool, savepoint: bool
+        self,
+        fn: UnitFn,
+        args: tuple[Any, ...],
+        *,
+        readonly: bool,
+        savepoint: bool,
+        on_answer: Callable[[Request], None] | None = None,
+        merge: MergeFn | None = None,
     ) -> None:
         self.fn = fn
         self.args = args
+        # Consecutive units of one batch with the same merge function run as
+        # one call, ``merge(conn, [args, ...])`` answering each in order:
+        # one statement for many callers' single-row inserts. If it raises,
+        # they run one by one as usual.
+        self.merge = merge
         self.readonly = readonly
         self.savepoint = savepoint
         self.result: Any = None
         self.error: BaseException | None = None
         self._state = _NEW
+        # Called once answered, in whichever thread answers (the engine's,
+        # almost always): how an awaiting caller learns without a thread
+        # of its own blocked in wait().
+        self._on_answer = on_answer
         # A bare lock, held until the answer: waiting on it is one C call,
         # several times cheaper than threading.Event's Condition (measured
         # as the largest per-request cost after the SQL itself).
@@ -178,10 +196,32 @@ class Request:
         self.error = error
         self._answered = True
         self._lock.release()
+        on_answer = self._on_answer
+        if on_answer is not None:
+            self._on_answer = None
+            try:
+                on_answer(self)
+            except BaseException:
+                # The callback only hands the answer over (to an event
+                # loop, which may be closed by now): whatever it raises
+                # must not reach, let alone stop, the engine thread.
+                LOGGER.exception("a storage request's answer callback raised")
 
 
 def _nothing(conn: sqlite3.Connection) -> None:
     return None
+
+
+def _mergeable(batch: list[Request], index: int) -> list[Request] | None:
+    """The run of two or more units from ``index`` on that share a merge
+    function, or None."""
+    merge = batch[index].merge
+    if merge is None:
+        return None
+    end = index + 1
+    while end < len(batch) and batch[end].merge is merge:
+        end += 1
+    return batch[index:end] if end - index > 1 else None
 
 
 _STOP = object()
@@ -338,7 +378,13 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
 
     # -- our extensions -------------------------------------------------------
     def submit(
-        self, fn: UnitFn, *args: Any, readonly: bool = False, savepoint: bool = True
+        self,
+        fn: UnitFn,
+        *args: Any,
+        readonly: bool = False,
+        savepoint: bool = True,
+        on_answer: Callable[[Request], None] | None = None,
+        merge: MergeFn | None = None,
     ) -> Request:
         """Queue ``fn(conn, *args)`` to run in the engine thread.
 
@@ -346,15 +392,36 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         take no write lock. ``savepoint=False`` is for units with at most one
         write statement: a failing statement is rolled back by SQLite itself,
         so the savepoint would only cost time.
+
+        ``on_answer(request)`` is called exactly once when the request is
+        answered (after its transaction committed, or with its error), from
+        the thread that answers it: the engine's, so it must be quick and
+        must not block (hand the request over, as ``call_soon_threadsafe``
+        does; build nothing from the rows there). It is not called if this
+        raises (closed: nothing was queued). Whatever it raises is logged.
+
+        ``merge``: consecutive units of a batch with the same merge function
+        run as one ``merge(conn, [args, ...])`` answering each caller in
+        order (inside a savepoint; if it fails, each unit runs alone).
         """
         if self._close_event.is_set():
             raise QueueClosedError("the TaskQueue is closed")
-        request = Request(fn, args, readonly=readonly, savepoint=savepoint)
+        request = Request(
+            fn, args, readonly=readonly, savepoint=savepoint, on_answer=on_answer, merge=merge
+        )
         self._put(request)
         return request
 
-    def call(self, fn: UnitFn, *args: Any, readonly: bool = False, savepoint: bool = True) -> Any:
-        """Run ``fn(conn, *args)`` in the engine thread and return its result.
+    def call(
+        self,
+        fn: UnitFn,
+        *args: Any,
+        readonly: bool = False,
+        savepoint: bool = True,
+        merge: MergeFn | None = None,
+    ) -> Any:
+        """Run ``fn(conn, *args)`` in the engine thread and return its result
+        (``merge``: see :meth:`submit`).
 
         An interrupt anywhere in here is raised only once the outcome is
         certain, and carries it (see :meth:`Request.wait`): also when it
@@ -362,7 +429,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         """
         if self._close_event.is_set():
             raise QueueClosedError("the TaskQueue is closed")
-        request = Request(fn, args, readonly=readonly, savepoint=savepoint)
+        request = Request(fn, args, readonly=readonly, savepoint=savepoint, merge=merge)
         try:
             self._put(request)
             return request.wait()
@@ -639,7 +706,38 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
             answers: list[tuple[Request, Any, BaseException | None]] = []
             restart: list[Request] | None = None
             single = len(batch) == 1
-            for index, request in enumerate(batch):
+            index = 0
+            solo_until = 0  # after a merged run failed, its units run one by one
+            while index < len(batch):
+                request = batch[index]
+                group = _mergeable(batch, index) if index >= solo_until else None
+                if group is not None:
+                    merge = request.merge
+                    assert merge is not None
+                    try:
+                        conn.execute("SAVEPOINT unit")
+                        results = merge(conn, [r.args for r in group])
+                        if len(results) != len(group):
+                            raise RuntimeError(f"{merge!r} answered {len(results)} of {len(group)}")
+                        conn.execute("RELEASE unit")
+                    except BaseException as exc:
+                        if not conn.in_transaction or is_transaction_fatal(exc):
+                            if conn.in_transaction:
+                                conn.execute("ROLLBACK")
+                            error = translate(exc)
+                            for r in group:
+                                r._answer(error=error)
+                            restart = [r for r, _, _ in answers] + batch[index + len(group) :]
+                            break
+                        conn.execute("ROLLBACK TO unit")
+                        conn.execute("RELEASE unit")
+                        # Which one failed is not known: each on its own now.
+                        solo_until = index + len(group)
+                        continue
+                    answered = zip(group, results, strict=True)
+                    answers.extend((r, result, None) for r, result in answered)
+                    index += len(group)
+                    continue
                 use_savepoint = request.savepoint and not single
                 try:
                     if use_savepoint:
@@ -666,6 +764,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                         request._answer(error=translate(exc))
                         return
                     answers.append((request, None, translate(exc)))
+                index += 1
             if restart is not None:
                 batch = restart
                 continue

@@ -30,6 +30,20 @@ SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(va
 FROM json_each(:tasks) ORDER BY key
 RETURNING id;
 
+-- insert_tasks_stamped --
+-- insert_tasks for single tasks of several callers at once (the engine
+-- merges their units): each row of :tasks carries its own created_at as a
+-- 12th element.
+INSERT INTO tasks (name, task_type, payload, priority, status, created_at, scheduled_at,
+                   max_retries, run_at, timeout, queue_name, meta, concurrency_key)
+SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+       json_extract(value, '$[3]'), 'pending', json_extract(value, '$[11]'),
+       json_extract(value, '$[4]'), json_extract(value, '$[5]'), json_extract(value, '$[6]'),
+       json_extract(value, '$[7]'), json_extract(value, '$[8]'), json_extract(value, '$[9]'),
+       json_extract(value, '$[10]')
+FROM json_each(:tasks) ORDER BY key
+RETURNING id;
+
 -- dependency_states --
 -- The tasks in the JSON array :ids that exist, with their status.
 SELECT id, status FROM tasks WHERE id IN (SELECT value FROM json_each(:ids));

@@ -13,8 +13,8 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 from ...checks import is_non_negative
 from ...errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
@@ -27,13 +27,15 @@ from ..base import (
     Completion,
     FailureRecord,
     NewTask,
+    Outcome,
     Owner,
     Rescue,
     ScheduleRow,
     TaskFilter,
+    submit_in_thread,
 )
 from ..rows import claim_order, claimed_from_row, task_from_row
-from .engine import Engine
+from .engine import Engine, Request
 from .schema import open_database, prepare_file
 from .sql import QUERIES
 
@@ -125,6 +127,17 @@ def _enqueue_bulk(conn: sqlite3.Connection, tasks: Sequence[NewTask], now: float
         raise RuntimeError(f"bulk insert returned {len(ids)} ids for {len(tasks)} tasks")
     # AUTOINCREMENT hands out increasing ids in insertion order (ORDER BY key).
     return ids
+
+
+def _enqueue_merged(
+    conn: sqlite3.Connection, units: list[tuple[Any, ...]]
+) -> list[list[tuple[int, bool]]]:
+    """Several callers' single plain tasks (each unit's args: ``([task],
+    now)``) in one statement; each caller's answer, in order."""
+    rows = [[*_bulk_row(tasks[0]), now] for tasks, now in units]
+    text = json.dumps(rows, ensure_ascii=False, allow_nan=False)
+    ids = sorted(int(r[0]) for r in conn.execute(Q["insert_tasks_stamped"], {"tasks": text}))
+    return [[(task_id, True)] for task_id in ids]
 
 
 def _claim(
@@ -437,6 +450,61 @@ def _apply_max_size(conn: sqlite3.Connection, max_bytes: int | None, unlimited: 
     return int(conn.execute(f"PRAGMA max_page_count = {int(pages)}").fetchone()[0]) * page_size
 
 
+class _Unit(NamedTuple):
+    """One operation as the engine runs it, and what turns its answer into
+    the operation's return value (in the caller's thread, not the engine's)."""
+
+    fn: Any
+    args: tuple[Any, ...]
+    readonly: bool
+    savepoint: bool
+    finish: Callable[[Any], Any]
+    merge: Any = None
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _first_task(rows: list[Any]) -> Task | None:
+    return task_from_row(rows[0]) if rows else None
+
+
+def _status_counts(rows: list[Any]) -> dict[str, int]:
+    return {status: int(n) for status, n in rows}
+
+
+def _per_queue(rows: list[Any]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for queue_name, status, n in rows:
+        counts.setdefault(queue_name, {})[status] = int(n)
+    return counts
+
+
+def _tasks_in_order(task_ids: Sequence[int]) -> Callable[[list[Any]], list[Task]]:
+    def finish(rows: list[Any]) -> list[Task]:
+        by_id = {row[0]: row for row in rows}
+        return [task_from_row(by_id[i]) for i in dict.fromkeys(task_ids) if i in by_id]
+
+    return finish
+
+
+def _finished_and_missing(rows: list[Any]) -> tuple[list[Task], list[int]]:
+    finished = [task_from_row(row[1:]) for row in rows if row[1] is not None]
+    missing = [int(row[0]) for row in rows if row[1] is None]
+    return finished, missing
+
+
+def _read_unit(name: str, params: dict[str, Any], finish: Callable[[Any], Any]) -> _Unit:
+    return _Unit(_rows, (name, params), True, False, finish)
+
+
+def _outcome(request: Request, finish: Callable[[Any], Any]) -> Any:
+    if request.error is not None:
+        raise request.error
+    return finish(request.result)
+
+
 class _DataVersionFeed:
     """ChangeFeed on ``PRAGMA data_version``: it changes when another
     connection commits (never for this connection's own commits)."""
@@ -545,14 +613,77 @@ class SqliteStorage:
             raise QueueClosedError("the TaskQueue is closed")
         return self._engine_obj
 
-    # -- writes --
-    def enqueue(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
+    # -- operations both blocking and submitted (the asyncio seam) --
+    # Each is planned once as a _Unit: the blocking method runs it and
+    # waits; submit() queues it with a callback and returns at once.
+    def _run(self, unit: _Unit) -> Any:
+        result = self._engine.call(
+            unit.fn, *unit.args, readonly=unit.readonly, savepoint=unit.savepoint,
+            merge=unit.merge,
+        )  # fmt: skip
+        return unit.finish(result)
+
+    def _plan_enqueue(self, tasks: Sequence[NewTask], now: float) -> _Unit:
         # One task is one INSERT (and maybe a read): SQLite rolls a failing
         # statement back by itself, so only batches need a savepoint for
-        # all-or-nothing.
-        ids: list[tuple[int, bool]] = self._engine.call(
-            _enqueue, tasks, now, savepoint=len(tasks) > 1
-        )
+        # all-or-nothing. Concurrent callers' single plain tasks share one
+        # INSERT (the engine merges them): fewer statements, and fewer
+        # times the engine thread gives up the GIL to callers.
+        merge = _enqueue_merged if len(tasks) == 1 and _plain(tasks[0]) else None
+        return _Unit(_enqueue, (tasks, now), False, len(tasks) > 1, _same, merge)
+
+    def _plan_get(self, task_id: int) -> _Unit:
+        return _read_unit("get_task", {"id": task_id}, _first_task)
+
+    def _plan_get_many(self, task_ids: Sequence[int]) -> _Unit:
+        params = {"ids": json.dumps(list(task_ids))}
+        return _read_unit("get_tasks", params, _tasks_in_order(task_ids))
+
+    def _plan_finished_among(self, task_ids: Sequence[int]) -> _Unit:
+        params = {"ids": json.dumps(list(task_ids))}
+        return _read_unit("finished_among", params, _finished_and_missing)
+
+    def _plan_counts(self, queue_name: str | None = None) -> _Unit:
+        if queue_name is None:
+            return _read_unit("counts", {}, _status_counts)
+        return _read_unit("queue_counts", {}, lambda rows: _per_queue(rows).get(queue_name, {}))
+
+    def _plan_queue_counts(self) -> _Unit:
+        return _read_unit("queue_counts", {}, _per_queue)
+
+    _PLANS: ClassVar[Mapping[str, Callable[..., _Unit]]] = {
+        "enqueue": _plan_enqueue,
+        "get": _plan_get,
+        "get_many": _plan_get_many,
+        "finished_among": _plan_finished_among,
+        "counts": _plan_counts,
+        "queue_counts": _plan_queue_counts,
+    }
+
+    def submit(
+        self, operation: str, args: tuple[Any, ...], on_done: Callable[[Outcome], None]
+    ) -> None:
+        """Start a storage operation without waiting (see
+        :class:`~task_queue.storage.base.SubmitsOperations`): the engine
+        thread calls ``on_done`` once the unit's transaction committed.
+        Operations without a plan here run on the shared thread pool."""
+        plan = self._PLANS.get(operation)
+        if plan is None:
+            submit_in_thread(self, operation, args, on_done)
+            return
+        unit = plan(self, *args)
+
+        def answered(request: Request) -> None:
+            on_done(lambda: _outcome(request, unit.finish))
+
+        self._engine.submit(
+            unit.fn, *unit.args, readonly=unit.readonly, savepoint=unit.savepoint,
+            on_answer=answered, merge=unit.merge,
+        )  # fmt: skip
+
+    # -- writes --
+    def enqueue(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
+        ids: list[tuple[int, bool]] = self._run(self._plan_enqueue(tasks, now))
         return ids
 
     def claim(
@@ -656,23 +787,20 @@ class SqliteStorage:
     # Reads return rows; Tasks are built here, in the caller's thread, so
     # the engine thread every caller waits for is free sooner.
     def get(self, task_id: int) -> Task | None:
-        rows = self._read(_rows, "get_task", {"id": task_id})
-        return task_from_row(rows[0]) if rows else None
+        task: Task | None = self._run(self._plan_get(task_id))
+        return task
 
     def attempts(self, task_id: int) -> list[AttemptRecord]:
         rows = self._read(_rows, "task_attempts", {"id": task_id})
         return [AttemptRecord(*row) for row in rows]
 
     def get_many(self, task_ids: Sequence[int]) -> list[Task]:
-        rows = self._read(_rows, "get_tasks", {"ids": json.dumps(list(task_ids))})
-        by_id = {row[0]: row for row in rows}
-        return [task_from_row(by_id[i]) for i in dict.fromkeys(task_ids) if i in by_id]
+        tasks: list[Task] = self._run(self._plan_get_many(task_ids))
+        return tasks
 
     def finished_among(self, task_ids: Sequence[int]) -> tuple[list[Task], list[int]]:
-        rows = self._read(_rows, "finished_among", {"ids": json.dumps(list(task_ids))})
-        finished = [task_from_row(row[1:]) for row in rows if row[1] is not None]
-        missing = [int(row[0]) for row in rows if row[1] is None]
-        return finished, missing
+        found: tuple[list[Task], list[int]] = self._run(self._plan_finished_among(task_ids))
+        return found
 
     def list_tasks(self, where: TaskFilter, limit: int, after: Task | None = None) -> list[Task]:
         params: dict[str, Any] = {
@@ -722,15 +850,11 @@ class SqliteStorage:
         return tasks
 
     def counts(self, queue_name: str | None = None) -> dict[str, int]:
-        if queue_name is None:
-            rows = self._read(_rows, "counts", {})
-            return {status: int(n) for status, n in rows}
-        return self.queue_counts().get(queue_name, {})
+        counts: dict[str, int] = self._run(self._plan_counts(queue_name))
+        return counts
 
     def queue_counts(self) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = {}
-        for queue_name, status, n in self._read(_rows, "queue_counts", {}):
-            counts.setdefault(queue_name, {})[status] = int(n)
+        counts: dict[str, dict[str, int]] = self._run(self._plan_queue_counts())
         return counts
 
     def declare_schedules(self, schedules: Sequence[ScheduleRow], now: float) -> None:

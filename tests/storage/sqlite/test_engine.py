@@ -595,3 +595,105 @@ def test_an_interrupt_while_waiting_waits_for_the_commit(engine: Engine, path: s
     thread.join(10)
     assert len(outcome) == 1 and outcome[0].task_queue_result == 1  # type: ignore[attr-defined]
     assert count_rows(path) == 1
+
+
+# -- answers through a callback (the asyncio seam) ---------------------------------------
+
+
+def test_on_answer_is_called_once_after_the_commit(engine: Engine, path: str) -> None:
+    seen: list[tuple[str, Any, int]] = []
+    done = threading.Event()
+
+    def on_answer(request: Request) -> None:
+        # The write is already visible to another connection: answered after COMMIT.
+        conn = other_connection(path)
+        try:
+            count = conn.execute("SELECT count(*) FROM t WHERE k = 7").fetchone()[0]
+        finally:
+            conn.close()
+        seen.append((threading.current_thread().name, request.result, count))
+        done.set()
+
+    engine.submit(lambda c: c.execute("INSERT INTO t (k) VALUES (7)").rowcount, on_answer=on_answer)
+    assert done.wait(10)
+    engine.fetch_results(engine.execute("SELECT 1"))  # the engine went on
+    assert seen == [("task_queue-sqlite", 1, 1)]
+
+
+def test_on_answer_that_raises_does_not_stop_the_engine(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    def on_answer(request: Request) -> None:
+        raise RuntimeError("Event loop is closed")
+
+    request = engine.submit(
+        lambda c: c.execute("INSERT INTO t (k) VALUES (8)"), on_answer=on_answer
+    )
+    request.wait(10)
+    assert engine.fetch_results(engine.execute("SELECT k FROM t")) == [(8,)]
+    assert engine.alive
+    assert "answer callback raised" in caplog.text
+
+
+def test_on_answer_of_a_failed_unit_carries_the_error(engine: Engine) -> None:
+    answered: list[Request] = []
+    request = engine.submit(lambda c: c.execute("INSERT INTO nowhere VALUES (1)"),
+                            on_answer=answered.append)  # fmt: skip
+    with pytest.raises(StorageError):
+        request.wait(10)
+    wait_until(lambda: answered)
+    assert answered == [request] and isinstance(request.error, StorageError)
+
+
+def _insert_each(conn: sqlite3.Connection, units: list[tuple[Any, ...]]) -> list[Any]:
+    keys = json_list([k for (k,) in units])
+    return [r[0] for r in conn.execute(
+        "INSERT INTO t (k) SELECT value FROM json_each(?) ORDER BY key RETURNING k", (keys,)
+    ).fetchall()]  # fmt: skip
+
+
+def json_list(values: list[Any]) -> str:
+    import json
+
+    return json.dumps(values)
+
+
+def _insert_one(conn: sqlite3.Connection, k: int) -> int:
+    conn.execute("INSERT INTO t (k) VALUES (?)", (k,))
+    return k
+
+
+def test_units_with_one_merge_function_run_as_one_statement(
+    make_engine: Callable[..., Engine], path: str
+) -> None:
+    statements: list[str] = []
+    engine = make_engine(on_open=lambda c: c.set_trace_callback(statements.append))
+    _, release, blocker = block_engine(engine)
+    requests = [engine.submit(_insert_one, k, merge=_insert_each) for k in range(1, 6)]
+    wait_until(lambda: engine._sql_queue.qsize() == 5)
+    statements.clear()
+    release.set()
+    engine.fetch_results(blocker)
+    assert [r.wait(10) for r in requests] == [1, 2, 3, 4, 5]
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    assert len(inserts) == 1 and "json_each" in inserts[0]
+
+
+def test_a_failing_merged_run_falls_back_to_each_unit_alone(engine: Engine, path: str) -> None:
+    engine.fetch_results(engine.execute("INSERT INTO t (k) VALUES (3)"))
+    _, release, blocker = block_engine(engine)
+    # Key 3 exists: the merged INSERT fails as a whole, then each runs alone.
+    requests = [engine.submit(_insert_one, k, merge=_insert_each) for k in range(1, 6)]
+    wait_until(lambda: engine._sql_queue.qsize() == 5)
+    release.set()
+    engine.fetch_results(blocker)
+    outcomes = []
+    for request in requests:
+        try:
+            outcomes.append(request.wait(10))
+        except sqlite3.IntegrityError:
+            outcomes.append("duplicate")
+    assert outcomes == [1, 2, "duplicate", 4, 5]
+    assert engine.fetch_results(engine.execute("SELECT k FROM t ORDER BY k")) == [
+        (1,), (2,), (3,), (4,), (5,),
+    ]  # fmt: skip
