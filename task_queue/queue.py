@@ -31,10 +31,17 @@ from .checks import (
 from .claims import ClaimBook
 from .clock import SYSTEM_CLOCK, Clock
 from .context import current_task
-from .errors import TaskCancelled, TaskFailedError, TaskNotClaimedError, TaskNotFoundError
+from .errors import (
+    StorageError,
+    TaskCancelled,
+    TaskFailedError,
+    TaskNotClaimedError,
+    TaskNotFoundError,
+)
 from .events import Event, EventKind, Hook, Hooks, Middleware
 from .interrupted import attach_task_ids
 from .limits import Limits
+from .logfields import task_fields, why_not_held
 from .maintenance import Rescuer, RescueService
 from .notify import Listeners, Wakeable
 from .owner import host_id
@@ -237,8 +244,29 @@ class TaskQueue:
         return self._store(specs, many=True) if specs else []
 
     def _store(self, specs: Sequence[TaskSpec], *, many: bool) -> list[int]:
+        stored: list[int] | None = None
+
+        def enqueue() -> list[int]:
+            nonlocal stored
+            stored = self._store_now(specs, many=many)
+            return stored
+
+        try:
+            # Middleware may wrap the whole call (a tracing span around it);
+            # the enqueue itself runs exactly once either way.
+            self.hooks.around_enqueue(specs, enqueue)
+        except BaseException as exc:
+            if stored is not None and not hasattr(exc, "task_ids"):
+                attach_task_ids(exc, stored)  # interrupted in a middleware, after the commit
+            raise
+        if stored is None:  # pragma: no cover - Hooks.around_enqueue always enqueues
+            raise RuntimeError("the enqueue did not run")
+        return stored
+
+    def _store_now(self, specs: Sequence[TaskSpec], *, many: bool) -> list[int]:
         now = self.clock.time()
         rows = []
+        final: list[TaskSpec] = []
         for index, spec in enumerate(specs):
             extra = self.hooks.enqueue_meta(spec)
             if extra:
@@ -249,6 +277,7 @@ class TaskQueue:
                 if not many:
                     raise
                 raise type(exc)(f"task #{index}: {exc}") from exc
+            final.append(spec)
         self._check_fork()
         stored: list[tuple[int, bool]] | None = None
         try:
@@ -258,7 +287,11 @@ class TaskQueue:
             stored = self.storage.enqueue(rows, now)
             self._listeners.notify()
             self.hooks.emit_lazy(
-                lambda: [Event(EventKind.ENQUEUED, i, at=now) for i, new in stored or () if new]
+                lambda: [
+                    Event(EventKind.ENQUEUED, i, at=now, spec=spec)
+                    for spec, (i, new) in zip(final, stored or (), strict=True)
+                    if new
+                ]
             )
         except BaseException as exc:
             attach_task_ids(exc, None if stored is None else [i for i, _ in stored])
@@ -325,6 +358,7 @@ class TaskQueue:
         task_types: Sequence[str] | None = None,
         queues: Sequence[str] | None = None,
         limits: Mapping[str, Limits] | None = None,
+        durations: Mapping[int, float] | None = None,
     ) -> list[Task]:
         """Record ``completions`` and claim up to ``limit`` tasks (of these
         types, from these queues; None: any), in one transaction: what a
@@ -337,6 +371,8 @@ class TaskQueue:
             if its claim still holds (a fenced-out one is logged and
             skipped). Nothing is remembered and nothing is rescued: the
             caller renews its claims (:meth:`renew`) and runs its own rescue.
+        durations: seconds each handler ran, by task id, for the
+            ``duration`` of the completed events.
         """
         task_types = _claim_args(limit, worker_id, task_types)
         queues = check_queue_names(queues)
@@ -357,7 +393,7 @@ class TaskQueue:
         done = [Completion(task.claim, result) for task, result in completions]
         recorded, tasks = self.storage.claim(request, now, done)
         if completions:
-            self._completed(completions, recorded, now)
+            self._completed(completions, recorded, now, durations)
         self.hooks.emit_lazy(
             lambda: [
                 Event(EventKind.CLAIMED, t.id, task=t, worker=request.worker_id, at=now)
@@ -410,33 +446,49 @@ class TaskQueue:
             raise TaskNotFoundError(f"no task with id {claimed.id}")
         return False
 
-    def complete_many(self, completions: Sequence[tuple[Task, str | None]]) -> set[Claim]:
+    def complete_many(
+        self,
+        completions: Sequence[tuple[Task, str | None]],
+        *,
+        durations: Mapping[int, float] | None = None,
+    ) -> set[Claim]:
         """Record successes of claimed Tasks in one transaction; returns the
         claims recorded (the others were no longer held). Results are JSON
         text from :func:`task_queue.payload.encode`: a Worker's recorder
-        encodes in the handler's thread and writes many at once."""
+        encodes in the handler's thread and writes many at once.
+        ``durations``: seconds each handler ran, by task id, for the
+        ``duration`` of the completed events."""
         if not completions:
             return set()
         self._check_fork()
         now = self.clock.time()
         done = [Completion(task.claim, result) for task, result in completions]
         recorded = self.storage.complete(done, now)
-        self._completed(completions, recorded, now)
+        self._completed(completions, recorded, now, durations)
         return recorded
 
     def _completed(
-        self, completions: Sequence[tuple[Task, str | None]], recorded: set[Claim], now: float
+        self,
+        completions: Sequence[tuple[Task, str | None]],
+        recorded: set[Claim],
+        now: float,
+        durations: Mapping[int, float] | None = None,
     ) -> None:
-        for task, _ in completions:
-            if task.claim not in recorded:
-                LOGGER.warning(
-                    "task %d: completion not recorded, the claim is no longer held", task.id
-                )
+        fenced = [task for task, _ in completions if task.claim not in recorded]
+        if fenced:
+            self._log_not_held(fenced, "completion")
         if recorded:
             self._waiters.nudge()
         self.hooks.emit_lazy(
             lambda: [
-                Event(EventKind.COMPLETED, task.id, task=task, at=now, status="completed")
+                Event(
+                    EventKind.COMPLETED,
+                    task.id,
+                    task=task,
+                    at=now,
+                    status="completed",
+                    duration=None if durations is None else durations.get(task.id),
+                )
                 for task, _ in completions
                 if task.claim in recorded
             ]
@@ -528,30 +580,48 @@ class TaskQueue:
         error_class = None if cause is None else _class_path(type(cause))
         return FailureRecord(message, trace, retry_in, error_class)
 
-    def record_failure(self, task: Task, failure: FailureRecord) -> bool:
+    def record_failure(
+        self, task: Task, failure: FailureRecord, *, duration: float | None = None
+    ) -> bool:
         """Record a failed attempt as decided by :meth:`failure`, if the
-        claim still holds; False (nothing written) if fenced out."""
+        claim still holds; False (nothing written) if fenced out.
+        ``duration``: seconds the handler ran, for the event's ``duration``."""
         self._check_fork()
         now = self.clock.time()
         done = self.storage.fail(task.claim, failure, now)
         if not done:
-            LOGGER.warning("task %d: failure not recorded, the claim is no longer held", task.id)
+            self._log_not_held([task], "failure")
             return False
         self._waiters.nudge()
         if failure.retry_in is not None:
             self._listeners.notify()  # the retry may be due at once
             event = Event(
                 EventKind.RETRY_SCHEDULED, task.id, task=task, at=now, error=failure.error,
-                retry_at=now + failure.retry_in, status="pending",
+                retry_at=now + failure.retry_in, status="pending", duration=duration,
+                error_class=failure.error_class,
             )  # fmt: skip
         else:
             event = Event(
                 EventKind.DEAD_LETTERED, task.id, task=task, at=now, error=failure.error,
-                status="failed",
+                status="failed", duration=duration, error_class=failure.error_class,
             )  # fmt: skip
         if self.hooks:
             self.hooks.emit(event)
         return True
+
+    def _log_not_held(self, tasks: Sequence[Task], what: str) -> None:
+        """A fenced-out write: one line per task, with why (one read; a
+        failing read only makes the reason vaguer, the write stands)."""
+        try:
+            found = {t.id: t for t in self.storage.get_many([t.id for t in tasks])}
+        except StorageError:
+            found = None
+        for task in tasks:
+            why = "unknown" if found is None else why_not_held(task, found.get(task.id))
+            LOGGER.warning(
+                "task %d: %s not recorded, the claim is no longer held (%s)", task.id, what, why,
+                extra=task_fields(task),
+            )  # fmt: skip
 
     def release_task(self, task: TaskRef, *, token: int | None = None) -> bool:
         """Give a claimed task back to pending unfinished, without using a
@@ -598,7 +668,9 @@ class TaskQueue:
         if remembered is not None and (token is None or token == remembered.claim_token):
             return remembered
         if token is None and self._book.settled(task):
-            LOGGER.warning("task %d: this TaskQueue no longer holds its claim", task)
+            LOGGER.warning(
+                "task %d: this TaskQueue no longer holds its claim", task, extra={"task_id": task}
+            )
             return None
         stored = self.storage.get(task)
         if stored is None:
@@ -835,12 +907,16 @@ class TaskQueue:
         slots = schedule.due(self.storage.last_slot(name), wall)
         if not slots:
             return []
-        rows = [(slot, schedule.spec(slot).encode(wall, self.max_payload_bytes)) for slot in slots]
+        specs = {slot: schedule.spec(slot) for slot in slots}
+        rows = [(slot, spec.encode(wall, self.max_payload_bytes)) for slot, spec in specs.items()]
         fired = self.storage.fire_slots(name, rows, schedule.next_after(wall), wall)
         if fired:
             self._listeners.notify()
             self.hooks.emit_lazy(
-                lambda: [Event(EventKind.ENQUEUED, task_id, at=wall) for _, task_id in fired]
+                lambda: [
+                    Event(EventKind.ENQUEUED, task_id, at=wall, spec=specs.get(slot))
+                    for slot, task_id in fired
+                ]
             )
         return fired
 

@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import QueueClosedError, StorageError, TaskNotFoundError
+from ..logfields import task_fields, tasks_fields
 from ..progress import WRITE_INTERVAL
 from ..queue import TaskQueue
 from ..storage.base import FailureRecord
@@ -54,6 +55,11 @@ class Outcome:
     duration: float | None = None
 
 
+def durations(outcomes: Iterable[Outcome]) -> dict[int, float]:
+    """How long each handler ran, by task id (for the completed events)."""
+    return {o.task.id: o.duration for o in outcomes if o.duration is not None}
+
+
 def give_back(queue: TaskQueue, tasks: Iterable[Task], why: str, who: str) -> None:
     """Release claims unfinished (no retry used), logging instead of raising:
     at shutdown a storage fault must not stop the rest of the shutdown."""
@@ -69,9 +75,14 @@ def give_back(queue: TaskQueue, tasks: Iterable[Task], why: str, who: str) -> No
             who,
             len(items),
             exc,
+            extra=tasks_fields(items),
         )
         return
-    LOGGER.info("%s: gave back %d task(s) (%s)", who, len(released), why)
+    done = set(released)
+    LOGGER.info(
+        "%s: gave back %d task(s) (%s)", who, len(released), why,
+        extra=tasks_fields(t for t in items if t.claim in done),
+    )  # fmt: skip
 
 
 class Recorder:
@@ -243,20 +254,26 @@ class Recorder:
         after a StorageError repeats nothing."""
         completions = [o for o in batch if o.failure is None]
         if completions:
-            self._queue.complete_many([(o.task, o.result) for o in completions])
+            self._queue.complete_many(
+                [(o.task, o.result) for o in completions], durations=durations(completions)
+            )
             batch[:] = [o for o in batch if o.failure is not None]
         while batch:
             outcome = batch[0]
             assert outcome.failure is not None
             try:
-                self._queue.record_failure(outcome.task, outcome.failure)
+                self._queue.record_failure(outcome.task, outcome.failure, duration=outcome.duration)
             except StorageError:
                 raise  # the database's fault: keep this and the rest, retry
             except TaskNotFoundError:
                 LOGGER.info(
                     "failure of task %d not recorded: the task no longer exists (purged)",
                     outcome.task.id,
+                    extra=task_fields(outcome.task),
                 )
             except Exception:
-                LOGGER.exception("failure of task %d not recorded", outcome.task.id)
+                LOGGER.exception(
+                    "failure of task %d not recorded", outcome.task.id,
+                    extra=task_fields(outcome.task),
+                )  # fmt: skip
             batch.pop(0)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from ..errors import TaskTimeout
 from ..events import Event, EventKind
+from ..logfields import task_fields
 from ..queue import TaskQueue
 from .ledger import Attempt, InFlight
 from .runner import async_raise
@@ -103,6 +104,7 @@ class Timekeeper:
             self._name,
             attempt.task.id,
             attempt.timeout,
+            extra=task_fields(attempt.task, timeout=attempt.timeout),
         )
         hooks = self._queue.hooks
         if hooks:
@@ -120,6 +122,7 @@ class Timekeeper:
             self._name,
             attempt.task.id,
             self._grace,
+            extra=task_fields(attempt.task, timeout=attempt.timeout),
         )
         error = TaskTimeout(
             f"task {attempt.task.id} timed out after {attempt.timeout}s and did not stop"

@@ -42,6 +42,7 @@ from typing import Any
 
 from ..checks import check_queue_names
 from ..errors import NotAQueueDatabaseError, QueueClosedError, ReadOnlyDatabaseError, StorageError
+from ..logfields import tasks_fields
 from ..maintenance import RescueService, UnhandledReport
 from ..periodic import PeriodicService
 from ..queue import TaskQueue
@@ -363,6 +364,7 @@ class Worker:
                 "%s: %d task(s) still running at the drain deadline; giving them back",
                 self.name,
                 len(leftover),
+                extra=tasks_fields(a.task for a in leftover),
             )
             give_back(self.queue, [a.task for a in leftover], "drain deadline", self.name)
         # 5: outcomes get what is left of the drain time, and at least a few
