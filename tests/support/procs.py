@@ -120,7 +120,35 @@ def enqueue(db: str, task_type: str, n: int) -> None:
     print(json.dumps(ids))
 
 
-COMMANDS = {"pool": pool, "hang": hang, "run_worker": run_worker, "enqueue": enqueue}
+def metrics_worker(db: str, port_file: str, n: int, queue_name: str, task_type: str) -> None:
+    """Enqueue ``n`` tasks of ``task_type`` in ``queue_name``, serve this
+    process's Prometheus metrics on a free port (written to ``port_file``)
+    and run a Worker for them until SIGTERM."""
+    from prometheus_client import CollectorRegistry
+
+    from task_queue import TaskQueue, Worker
+    from task_queue.contrib import prometheus
+
+    with TaskQueue(db) as queue:
+        registry = CollectorRegistry()
+        prometheus.install(queue, registry)
+        server, _ = prometheus.serve(0, registry, addr="127.0.0.1")
+        queue.enqueue_many(
+            [{"name": f"{task_type}-{i}", "task_type": task_type, "queue_name": queue_name}
+             for i in range(n)]
+        )  # fmt: skip
+        worker = Worker(queue, {task_type: lambda p: None}, concurrency=2, queues=[queue_name])
+        Path(port_file + ".tmp").write_text(str(server.server_port))
+        os.replace(port_file + ".tmp", port_file)
+        worker.run()  # until SIGTERM
+        server.shutdown()
+        server.server_close()
+
+
+COMMANDS = {
+    "pool": pool, "hang": hang, "run_worker": run_worker, "enqueue": enqueue,
+    "metrics_worker": metrics_worker,
+}  # fmt: skip
 
 if __name__ == "__main__":
     COMMANDS[sys.argv[1]](**json.loads(sys.argv[2]))
