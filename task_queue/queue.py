@@ -289,7 +289,7 @@ class TaskQueue:
             self.hooks.emit_lazy(
                 lambda: [
                     Event(EventKind.ENQUEUED, i, at=now, spec=spec)
-                    for spec, (i, new) in zip(final, stored or (), strict=True)
+                    for spec, (i, new) in zip(final, stored or (), strict=False)
                     if new
                 ]
             )

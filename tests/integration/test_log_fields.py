@@ -206,3 +206,18 @@ def test_a_cancelled_running_task_is_info_and_a_lost_claim_a_warning(
     assert fields(lost) == {"task_id": task_id, "task_type": "long", "queue": "default",
                             "attempt": 1}  # fmt: skip
     assert warnings(logs) == []
+
+
+def test_a_lost_claim_taken_with_dequeue_is_logged_once_with_its_fields(
+    db_path: str, logs: pytest.LogCaptureFixture
+) -> None:
+    with TaskQueue(db_path, lease_seconds=0.3) as queue:
+        task_id = queue.enqueue("held", "t", queue_name="q")
+        task = queue.dequeue()  # this TaskQueue renews it, every lease / 3
+        assert task is not None and task.id == task_id
+        queue.cancel_task(task_id)
+        [lost] = wait_until(lambda: records(logs, "taken with dequeue() is no longer held"))
+        time.sleep(0.3)  # a few more renewals: still one line
+        assert len(records(logs, "taken with dequeue() is no longer held")) == 1
+    assert lost.levelno == logging.WARNING
+    assert fields(lost) == {"task_id": task_id, "task_type": "t", "queue": "q", "attempt": 1}

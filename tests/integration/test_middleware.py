@@ -266,7 +266,7 @@ def test_events_carry_the_spec_durations_and_error_class(db_path: str) -> None:
         assert e.duration is not None and e.error_class == "builtins.ValueError"
     [timed_out] = of(EventKind.DEAD_LETTERED, slow)
     assert timed_out.error_class == "task_queue.errors.TaskTimeout"
-    assert timed_out.duration is not None and timed_out.duration >= 0.1
+    assert timed_out.duration is not None and timed_out.duration >= 0.05  # ~ the timeout
 
 
 def test_a_cancelled_running_attempt_loses_its_lease_with_status_cancelled(db_path: str) -> None:

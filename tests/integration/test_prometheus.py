@@ -149,7 +149,7 @@ def test_a_scrape_after_real_tasks_counts_what_ran(served: tuple[TaskQueue, int]
     assert value(samples, count, task_type="flaky", queue="default") == 4
     assert value(samples, count, task_type="slow", queue="default") == 2
     assert value(samples, "task_queue_task_duration_seconds_sum", task_type="slow",
-                 queue="default") >= 0.4  # fmt: skip
+                 queue="default") >= 0.3  # two attempts of ~0.2 s  # fmt: skip
     assert value(samples, "task_queue_task_duration_seconds_bucket", task_type="ok", queue="a",
                  le="+Inf") == 5  # fmt: skip
 
