@@ -175,7 +175,8 @@ def _merge(chosen: list[tuple[HandlerRegistry, str]]) -> HandlerRegistry:
 
 class OutcomeLog:
     """A queue hook: one INFO line per task outcome (id, type, outcome,
-    duration), with the same as ``extra`` fields for JSON logs."""
+    duration), with the same as ``extra`` fields for JSON logs (and the
+    task's queue and attempt, as the library's own lines have them)."""
 
     def __call__(self, event: Event) -> None:
         """Log ``event`` if it is an outcome."""
@@ -205,6 +206,7 @@ class OutcomeLog:
                 "task_type": task_type, "outcome": event.kind.value,
                 "duration": event.duration, "error": event.error, "retry_at": event.retry_at,
                 "queue": None if task is None else task.queue_name,
+                "attempt": None if task is None else task.attempts,
             },
         )  # fmt: skip
 

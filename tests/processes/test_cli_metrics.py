@@ -4,6 +4,7 @@ over HTTP while it runs and parsed with prometheus_client's parser."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -133,3 +134,22 @@ def test_the_metrics_port_is_checked_like_every_number(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2
     assert "must be from 0 to 65535" in proc.stderr
+
+
+def test_the_commands_outcome_lines_carry_the_task_fields(tmp_path: Path) -> None:
+    """The command's JSON log: each outcome line has task_id, task_type,
+    queue and attempt, as the library's own lines do."""
+    (tmp_path / "tasks.py").write_text(TASKS)
+    with TaskQueue(tmp_path / "queue.db") as queue:
+        task_id = queue.enqueue("e", "echo", 1, queue_name="q")
+    proc = subprocess.run(
+        command(tmp_path, "worker", "tasks", "--burst", "--log-format", "json"),
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env(),
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stderr.splitlines()]
+    [done] = [r for r in records if r.get("event") == "task_completed"]
+    assert (done["task_id"], done["task_type"], done["queue"], done["attempt"]) == (
+        task_id, "echo", "q", 1,
+    )  # fmt: skip
