@@ -164,12 +164,11 @@ def _merge(chosen: list[tuple[HandlerRegistry, str]]) -> HandlerRegistry:
                     f"task type {clean(task_type)} has handlers in both {origin[task_type]} "
                     f"and {name}"
                 )
-            options = registry.options(task_type)
-            merged.register(
-                task_type, fn, max_retries=options.max_retries, timeout=options.timeout,
-                retry_policy=options.retry_policy,
-            )  # fmt: skip
-            origin[task_type] = name
+        try:
+            merged.merge(registry)  # options, limits and schedules along
+        except ValueError as exc:
+            raise CliError(f"cannot use {name} with the others: {clean(str(exc))}") from None
+        origin.update(dict.fromkeys(registry, name))
     return merged
 
 

@@ -879,6 +879,37 @@ def test_modules_that_cannot_be_used_exit_1_and_create_nothing(
     assert not cli.db.exists()
 
 
+def test_merged_registries_keep_limits_and_schedules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Merging `mod:a mod:b` kept only retries and timeouts: a rate limit,
+    a concurrency limit and the schedules were silently dropped."""
+    from task_queue.cli.worker import load_handlers
+
+    (tmp_path / "merge_me.py").write_text(
+        textwrap.dedent(
+            """
+            from task_queue import HandlerRegistry
+
+            a, b = HandlerRegistry(), HandlerRegistry()
+
+            @a.periodic(every=60)
+            @a.handler("api", rate_limit="5/s", concurrency_limit=2)
+            def api(payload): ...
+
+            @b.handler("other")
+            def other(payload): ...
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry, sources = load_handlers(["merge_me:a", "merge_me:b"])
+    assert sources == ["merge_me:a", "merge_me:b"]
+    limits = registry.options("api").limits
+    assert limits is not None and limits.concurrency == 2 and limits.rate is not None
+    assert [s.task_type for s in registry.schedules()] == ["api"]
+
+
 @pytest.fixture
 def locked(cli: Cli) -> Iterator[sqlite3.Connection]:
     """The queue, with another connection holding its write lock."""
