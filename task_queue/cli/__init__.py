@@ -5,7 +5,7 @@
 ``--db`` defaults to ``$TASK_QUEUE_DB``, else ``taskqueue.db`` (as
 ``TaskQueue()``). Commands: ``worker``, ``enqueue``, ``stats``, ``list``,
 ``show``, ``retry``, ``cancel``, ``purge``, ``pause``, ``resume``, ``queues``,
-``schedules``;
+``schedules``, ``dashboard`` (the web dashboard: ``dashboard.py``);
 ``task-queue COMMAND --help`` tells more.
 
 Built on argparse rather than click: the core install depends on
@@ -38,7 +38,7 @@ from ..checks import check_queue_name
 from ..errors import TaskQueueError
 from ..spec import check_task_type, parse_priority
 from ..task import TaskPriority, TaskStatus
-from . import inspect, manage, worker
+from . import dashboard, inspect, manage, worker
 from .common import DB_ENV, DEFAULT_DB, CliError, one_line
 from .format import parse_duration
 
@@ -314,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         inspect.schedules,
     )
     _json(p)
+    p = command(
+        "dashboard",
+        "serve the web dashboard (the dashboard extra) on 127.0.0.1:8000 until SIGINT/SIGTERM",
+        dashboard.run,
+    )
+    dashboard.add_arguments(p)
     return parser
 
 
