@@ -8,7 +8,9 @@ The layout shows the architecture: ``queue.py`` (the TaskQueue facade)
 over ``storage/`` (the contract in ``base.py``, the SQLite backend in
 ``sqlite/``); ``worker/`` (the Worker and its roles) uses only the queue's
 public methods; ``spec.py``, ``retry.py``, ``events.py``, ``claims.py``,
-``maintenance.py`` and ``notify.py`` each hold one concept.
+``maintenance.py`` and ``notify.py`` each hold one concept; ``contrib/``
+holds the optional integrations (Prometheus metrics, OpenTelemetry
+tracing), built on the events and middleware, never imported by the core.
 """
 
 from __future__ import annotations

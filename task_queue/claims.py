@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from .errors import QueueClosedError, StorageError
+from .logfields import task_fields
 from .task import Claim, Task
 
 LOGGER = logging.getLogger(__name__)
@@ -171,21 +172,19 @@ class ClaimBook:
                 # Not renewed and still remembered: lost (a claim settled
                 # meanwhile is simply no longer running).
                 lost = [
-                    c
+                    self._held[c.task_id][c.token]
                     for c in claims
                     if c not in renewed
                     and c not in self._settling
                     and c.token in self._held.get(c.task_id, {})
                 ]
-                for claim in lost:
-                    self._drop(claim)
-            if lost:
+                for task in lost:
+                    self._drop(task.claim)
+            for task in lost:
                 LOGGER.warning(
-                    "%d claim(s) taken with dequeue() are no longer held (cancelled, or "
-                    "rescued after their lease ran out): %s",
-                    len(lost),
-                    sorted(c.task_id for c in lost),
-                )
+                    "task %d: its claim taken with dequeue() is no longer held (cancelled, or "
+                    "rescued after its lease ran out)", task.id, extra=task_fields(task),
+                )  # fmt: skip
 
     def _held_tasks(self) -> list[Task]:
         return [task for claims in self._held.values() for task in claims.values()]

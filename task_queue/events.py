@@ -33,9 +33,12 @@ quick, and never block in one. A hook that raises is logged and ignored:
 it changes no outcome and kills no thread.
 
 A hook is a function of the event, or a :class:`Middleware`, which may also
-add metadata to a task as it is enqueued (a trace context...) and wrap each
-attempt of a handler (a tracing span around it). Metrics and tracing in
-``task_queue.contrib`` are middleware; nothing of them is in the Worker.
+wrap each enqueue call (a tracing span around it), add metadata to a task
+as it is enqueued (a trace context...) and wrap each attempt of a handler
+(a tracing span around it). Metrics and tracing in ``task_queue.contrib``
+are middleware; nothing of them is in the Worker. ``around_enqueue`` wraps
+the blocking ``enqueue``/``enqueue_many`` only (a synchronous wrapper
+cannot span an ``await``); ``aenqueue`` gets the metadata and the events.
 
 Attempts of ``async def`` handlers are wrapped by ``arun_attempt`` (a
 coroutine awaiting ``run()``), not by ``run_attempt``: a synchronous
@@ -51,9 +54,10 @@ import dataclasses
 import enum
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .logfields import new_task_fields, task_fields
 from .task import Task
 
 if TYPE_CHECKING:
@@ -101,10 +105,18 @@ class Event:
     error: str | None = None
     #: The exception itself, in the process where it was raised.
     exception: BaseException | None = None
+    #: The class of a failed attempt's exception as "module.QualName"
+    #: (failed, retry_scheduled, dead_lettered), when there was one: a
+    #: timeout is "task_queue.errors.TaskTimeout".
+    error_class: str | None = None
     #: When a scheduled retry is due (retry_scheduled).
     retry_at: float | None = None
-    #: The task's status after the event, where it changed.
+    #: The task's status after the event, where it changed; for lease_lost
+    #: of an attempt that was running, the status the heartbeat found
+    #: ("cancelled"; "pending" or "running" again after a rescue).
     status: str | None = None
+    #: What was enqueued (enqueued): its type, queue, meta...
+    spec: TaskSpec | None = None
 
 
 class Hook(Protocol):
@@ -124,6 +136,16 @@ class Middleware:
 
     def on_event(self, event: Event) -> None:
         """Called with every :class:`Event`."""
+
+    def around_enqueue(
+        self, specs: Sequence[TaskSpec], enqueue: Callable[[], list[int]]
+    ) -> list[int]:
+        """Wrap one ``enqueue()`` or ``enqueue_many()`` call adding ``specs``:
+        call ``enqueue()`` once and return what it returns, the task ids
+        (it raises what the enqueue raises). :meth:`before_enqueue` of each
+        spec, the commit and the enqueued events happen inside it, in this
+        thread (a tracing span started here is current for all of them)."""
+        return enqueue()
 
     def before_enqueue(self, spec: TaskSpec) -> Mapping[str, Any] | None:
         """Metadata to store with a task about to be enqueued (merged into
@@ -150,6 +172,7 @@ class Hooks:
         self._added: tuple[Hook | Middleware, ...] = ()
         self._hooks: tuple[Callable[[Event], None], ...] = ()
         self._enqueuers: tuple[Middleware, ...] = ()
+        self._enqueue_wrappers: tuple[Middleware, ...] = ()
         self._wrappers: tuple[Middleware, ...] = ()
         self._awrappers: tuple[Middleware, ...] = ()
 
@@ -179,12 +202,51 @@ class Hooks:
             if not isinstance(h, Middleware) or _overrides(h, "on_event")
         )
         self._enqueuers = tuple(m for m in middleware if _overrides(m, "before_enqueue"))
+        self._enqueue_wrappers = tuple(m for m in middleware if _overrides(m, "around_enqueue"))
         self._wrappers = tuple(m for m in middleware if _overrides(m, "run_attempt"))
         self._awrappers = tuple(m for m in middleware if _overrides(m, "arun_attempt"))
 
     def sync_only_wrappers(self) -> list[Middleware]:
         """Middleware that wraps sync attempts but has no ``arun_attempt``."""
         return [m for m in self._wrappers if m not in self._awrappers]
+
+    def around_enqueue(
+        self, specs: Sequence[TaskSpec], enqueue: Callable[[], list[int]]
+    ) -> list[int]:
+        """``enqueue()`` wrapped by every middleware that wraps enqueues; it
+        runs exactly once, whatever a middleware does."""
+        wrappers = self._enqueue_wrappers
+        return self._wrapped_enqueue(wrappers, 0, specs, enqueue) if wrappers else enqueue()
+
+    def _wrapped_enqueue(
+        self,
+        wrappers: tuple[Middleware, ...],
+        index: int,
+        specs: Sequence[TaskSpec],
+        enqueue: Callable[[], list[int]],
+    ) -> list[int]:
+        if index == len(wrappers):
+            return enqueue()
+        middleware = wrappers[index]
+        inner = _Inner(lambda: self._wrapped_enqueue(wrappers, index + 1, specs, enqueue))
+        try:
+            middleware.around_enqueue(specs, inner)
+        except Exception as exc:
+            if inner.called and exc is inner.error:
+                raise  # the enqueue's own error, passed through
+            LOGGER.exception("middleware %r raised around enqueue", middleware)
+        else:
+            if not inner.called:
+                LOGGER.error("middleware %r did not call enqueue() around enqueue", middleware)
+        # An interrupt (not an Exception) in the middleware's own code is
+        # not caught: the caller's enqueue() notes what committed on it.
+        if not inner.called:
+            inner()  # the enqueue happens all the same
+        if inner.error is not None:
+            raise inner.error  # swallowed or replaced by the middleware
+        # The ids as the enqueue returned them, whatever the middleware did.
+        ids: list[int] = inner.result
+        return ids
 
     def enqueue_meta(self, spec: TaskSpec) -> dict[str, Any] | None:
         """What the middleware adds to a task's meta as it is enqueued."""
@@ -195,7 +257,10 @@ class Hooks:
             try:
                 added = middleware.before_enqueue(spec)
             except Exception:
-                LOGGER.exception("middleware %r raised before enqueue", middleware)
+                LOGGER.exception(
+                    "middleware %r raised before enqueue", middleware,
+                    extra={"task_type": spec.task_type, "queue": spec.queue_name},
+                )  # fmt: skip
                 continue
             if added:
                 extra.update(added)
@@ -215,7 +280,10 @@ class Hooks:
         except BaseException as exc:
             if inner.called and exc is inner.error:
                 raise  # the handler's own error, passed through
-            LOGGER.exception("middleware %r raised around task %d", middleware, task.id)
+            LOGGER.exception(
+                "middleware %r raised around task %d", middleware, task.id,
+                extra=task_fields(task),
+            )  # fmt: skip
             if not inner.called:
                 return inner()  # the attempt runs all the same
             if inner.error is not None:
@@ -254,7 +322,10 @@ class Hooks:
             try:
                 hook(event)
             except Exception:
-                LOGGER.exception("hook %r raised on %s of task %d", hook, event.kind, event.task_id)
+                LOGGER.exception(
+                    "hook %r raised on %s of task %d", hook, event.kind, event.task_id,
+                    extra=_event_fields(event),
+                )  # fmt: skip
 
     def emit_lazy(self, build: Callable[[], list[Event]]) -> None:
         """Emit what ``build`` returns, building nothing when no hook listens."""
@@ -307,6 +378,14 @@ class _AsyncInner:
             self.error = exc
             raise
         return self.result
+
+
+def _event_fields(event: Event) -> dict[str, Any]:
+    if event.task is not None:
+        return task_fields(event.task)
+    if event.spec is not None:
+        return new_task_fields(event.task_id, event.spec.task_type, event.spec.queue_name)
+    return {"task_id": event.task_id}
 
 
 def _overrides(middleware: Middleware, name: str) -> bool:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .clock import JumpDetector
 from .events import Event, EventKind
+from .logfields import RESCUE_ERROR_PREFIX, task_fields
 from .owner import host_id, pid_alive
 from .retry import NO_BACKOFF, decide
 from .storage.base import Owner, Rescue
@@ -76,20 +77,28 @@ class Rescuer:
                 claim=task.claim,
                 lease_expires_at=task.lease_expires_at,
                 retry_in=decide(task, NO_BACKOFF),
-                error=f"claim lost: worker {task.worker_id or '?'} died or stopped renewing "
-                "its lease",
+                error=f"{RESCUE_ERROR_PREFIX} worker {task.worker_id or '?'} died or stopped "
+                "renewing its lease",
             )
             for task in found
         ]
         applied = storage.rescue(rescues, now)
         if not applied:
             return 0
-        LOGGER.warning(
-            "rescued %d task(s) whose worker stopped renewing its lease: %s",
-            len(applied),
-            sorted(task_id for task_id, _ in applied),
-        )
         by_id = {task.id: task for task in found}
+        gone = set(dead)
+        for task_id, status in applied:
+            task = by_id[task_id]
+            if Owner(task.owner_host or "", task.owner_pid or 0) in gone:
+                why = f"its process {task.owner_pid} on this host is gone"
+            else:
+                expired = now - (task.lease_expires_at or now)
+                why = f"its lease ran out {expired:.1f}s ago without renewal"
+            LOGGER.warning(
+                "rescued task %d from worker %s: %s; %s", task_id, task.worker_id or "?", why,
+                "pending again" if status == "pending" else "failed for good (no retries left)",
+                extra=task_fields(task, status=status),
+            )  # fmt: skip
         errors = {r.claim.task_id: r.error for r in rescues}
         queue.hooks.emit_lazy(
             lambda: [

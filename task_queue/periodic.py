@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .checks import check_queue_name, is_positive
+from .logfields import new_task_fields
 from .spec import TaskSpec, check_task_type, parse_priority
 from .task import TaskPriority
 
@@ -281,6 +282,7 @@ class PeriodicService:
                 LOGGER.info(
                     "%s: schedule %r fired slot %s as task %d", self._who, schedule.name,
                     _iso(slot), task_id,
+                    extra=new_task_fields(task_id, schedule.task_type, schedule.queue_name),
                 )  # fmt: skip
             soonest = min(soonest, schedule.next_after(wall))
         return now + max(0.0, min(LOOK_EVERY, soonest - wall))

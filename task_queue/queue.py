@@ -33,10 +33,17 @@ from .checks import (
 from .claims import ClaimBook
 from .clock import SYSTEM_CLOCK, Clock
 from .context import current_task
-from .errors import TaskCancelled, TaskFailedError, TaskNotClaimedError, TaskNotFoundError
+from .errors import (
+    StorageError,
+    TaskCancelled,
+    TaskFailedError,
+    TaskNotClaimedError,
+    TaskNotFoundError,
+)
 from .events import Event, EventKind, Hook, Hooks, Middleware
 from .interrupted import attach_task_ids
 from .limits import Limits
+from .logfields import task_fields, why_not_held
 from .maintenance import Rescuer, RescueService
 from .notify import Listeners, Wakeable
 from .owner import host_id
@@ -237,23 +244,46 @@ class TaskQueue:
         return self._store(specs, many=True) if specs else []
 
     def _store(self, specs: Sequence[TaskSpec], *, many: bool) -> list[int]:
-        rows, now = self._encode(specs, many=many)
+        stored: list[int] | None = None
+
+        def enqueue() -> list[int]:
+            nonlocal stored
+            stored = self._store_now(specs, many=many)
+            return stored
+
+        try:
+            # Middleware may wrap the whole call (a tracing span around it);
+            # the enqueue itself runs exactly once either way.
+            self.hooks.around_enqueue(specs, enqueue)
+        except BaseException as exc:
+            if stored is not None and not hasattr(exc, "task_ids"):
+                attach_task_ids(exc, stored)  # interrupted in a middleware, after the commit
+            raise
+        if stored is None:  # pragma: no cover - Hooks.around_enqueue always enqueues
+            raise RuntimeError("the enqueue did not run")
+        return stored
+
+    def _store_now(self, specs: Sequence[TaskSpec], *, many: bool) -> list[int]:
+        rows, now, final = self._encode(specs, many=many)
         stored: list[tuple[int, bool]] | None = None
         try:
             # Nothing between the call and the assignment: an interrupt
             # (Ctrl-C) either lands in the storage's wait, which then says
             # what committed, or after ``stored`` holds the ids.
             stored = self.storage.enqueue(rows, now)
-            return self._stored(stored, now)
+            return self._stored(stored, now, final)
         except BaseException as exc:
             attach_task_ids(exc, None if stored is None else [i for i, _ in stored])
             raise
 
-    def _encode(self, specs: Sequence[TaskSpec], *, many: bool) -> tuple[list[NewTask], float]:
-        """The rows to insert (middleware metadata added), and the time
-        they are enqueued at; raises for a refused argument."""
+    def _encode(
+        self, specs: Sequence[TaskSpec], *, many: bool
+    ) -> tuple[list[NewTask], float, list[TaskSpec]]:
+        """The rows to insert (middleware metadata added), the time they are
+        enqueued at and the specs as encoded; raises for a refused argument."""
         now = self.clock.time()
         rows = []
+        final: list[TaskSpec] = []
         for index, spec in enumerate(specs):
             extra = self.hooks.enqueue_meta(spec)
             if extra:
@@ -264,14 +294,21 @@ class TaskQueue:
                 if not many:
                     raise
                 raise type(exc)(f"task #{index}: {exc}") from exc
+            final.append(spec)
         self._check_fork()
-        return rows, now
+        return rows, now, final
 
-    def _stored(self, stored: list[tuple[int, bool]], now: float) -> list[int]:
+    def _stored(
+        self, stored: list[tuple[int, bool]], now: float, specs: Sequence[TaskSpec]
+    ) -> list[int]:
         """After an enqueue committed: wake workers, emit events; the ids."""
         self._listeners.notify()
         self.hooks.emit_lazy(
-            lambda: [Event(EventKind.ENQUEUED, i, at=now) for i, new in stored if new]
+            lambda: [
+                Event(EventKind.ENQUEUED, i, at=now, spec=spec)
+                for spec, (i, new) in zip(specs, stored, strict=False)
+                if new
+            ]
         )
         return [task_id for task_id, _ in stored]
 
@@ -451,11 +488,9 @@ class TaskQueue:
         now: float,
         durations: Mapping[int, float] | None = None,
     ) -> None:
-        for task, _ in completions:
-            if task.claim not in recorded:
-                LOGGER.warning(
-                    "task %d: completion not recorded, the claim is no longer held", task.id
-                )
+        fenced = [task for task, _ in completions if task.claim not in recorded]
+        if fenced:
+            self._log_not_held(fenced, "completion")
         if recorded:
             self._waiters.nudge()
         self.hooks.emit_lazy(
@@ -569,7 +604,7 @@ class TaskQueue:
         now = self.clock.time()
         done = self.storage.fail(task.claim, failure, now)
         if not done:
-            LOGGER.warning("task %d: failure not recorded, the claim is no longer held", task.id)
+            self._log_not_held([task], "failure")
             return False
         self._waiters.nudge()
         if failure.retry_in is not None:
@@ -577,15 +612,30 @@ class TaskQueue:
             event = Event(
                 EventKind.RETRY_SCHEDULED, task.id, task=task, at=now, error=failure.error,
                 retry_at=now + failure.retry_in, status="pending", duration=duration,
+                error_class=failure.error_class,
             )  # fmt: skip
         else:
             event = Event(
                 EventKind.DEAD_LETTERED, task.id, task=task, at=now, error=failure.error,
-                status="failed", duration=duration,
+                status="failed", duration=duration, error_class=failure.error_class,
             )  # fmt: skip
         if self.hooks:
             self.hooks.emit(event)
         return True
+
+    def _log_not_held(self, tasks: Sequence[Task], what: str) -> None:
+        """A fenced-out write: one line per task, with why (one read; a
+        failing read only makes the reason vaguer, the write stands)."""
+        try:
+            found = {t.id: t for t in self.storage.get_many([t.id for t in tasks])}
+        except StorageError:
+            found = None
+        for task in tasks:
+            why = "unknown" if found is None else why_not_held(task, found.get(task.id))
+            LOGGER.warning(
+                "task %d: %s not recorded, the claim is no longer held (%s)", task.id, what, why,
+                extra=task_fields(task),
+            )  # fmt: skip
 
     def release_task(self, task: TaskRef, *, token: int | None = None) -> bool:
         """Give a claimed task back to pending unfinished, without using a
@@ -632,7 +682,9 @@ class TaskQueue:
         if remembered is not None and (token is None or token == remembered.claim_token):
             return remembered
         if token is None and self._book.settled(task):
-            LOGGER.warning("task %d: this TaskQueue no longer holds its claim", task)
+            LOGGER.warning(
+                "task %d: this TaskQueue no longer holds its claim", task, extra={"task_id": task}
+            )
             return None
         stored = self.storage.get(task)
         if stored is None:
@@ -860,12 +912,16 @@ class TaskQueue:
         slots = schedule.due(self.storage.last_slot(name), wall)
         if not slots:
             return []
-        rows = [(slot, schedule.spec(slot).encode(wall, self.max_payload_bytes)) for slot in slots]
+        specs = {slot: schedule.spec(slot) for slot in slots}
+        rows = [(slot, spec.encode(wall, self.max_payload_bytes)) for slot, spec in specs.items()]
         fired = self.storage.fire_slots(name, rows, schedule.next_after(wall), wall)
         if fired:
             self._listeners.notify()
             self.hooks.emit_lazy(
-                lambda: [Event(EventKind.ENQUEUED, task_id, at=wall) for _, task_id in fired]
+                lambda: [
+                    Event(EventKind.ENQUEUED, task_id, at=wall, spec=specs.get(slot))
+                    for slot, task_id in fired
+                ]
             )
         return fired
 
@@ -1097,10 +1153,13 @@ class TaskQueue:
         return await self._astore(specs, many=True) if specs else []
 
     async def _astore(self, specs: Sequence[TaskSpec], *, many: bool) -> list[int]:
-        rows, now = self._encode(specs, many=many)
+        # around_enqueue middleware wraps the blocking enqueue only: a
+        # synchronous wrapper cannot span an await. before_enqueue metadata
+        # (a trace context) and the ENQUEUED events are the same here.
+        rows, now, final = self._encode(specs, many=many)
 
         def late(stored: list[tuple[int, bool]]) -> None:
-            self._stored(stored, now)  # cancelled, yet committed: wake workers all the same
+            self._stored(stored, now, final)  # cancelled, yet committed: wake workers all the same
 
         future = aio.start(self.storage, "enqueue", rows, now, late=late)
         try:
@@ -1108,7 +1167,7 @@ class TaskQueue:
         except asyncio.CancelledError as exc:
             aio.note_cancelled(exc, future)
             raise
-        return self._stored(stored, now)
+        return self._stored(stored, now, final)
 
     async def aget_task(self, task_id: int) -> Task | None:
         """:meth:`get_task` for coroutines."""

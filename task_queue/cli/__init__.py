@@ -369,6 +369,15 @@ def _worker_parser(p: argparse.ArgumentParser) -> None:
         "--log-format", default="text", choices=["text", "json"],
         help="json: one JSON object per line",
     )  # fmt: skip
+    p.add_argument(
+        "--metrics-port", metavar="PORT", type=_int_from(0, 65535), default=None,
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics (needs "
+        "task_queue[prometheus]; 0: a free port, logged); one port per process",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-addr", metavar="ADDR", default="0.0.0.0",
+        help="with --metrics-port: the address to listen on (default 0.0.0.0: every interface)",
+    )  # fmt: skip
 
 
 def _enqueue_parser(p: argparse.ArgumentParser) -> None:

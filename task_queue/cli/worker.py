@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..events import Event, EventKind
 from ..queue import TaskQueue
@@ -23,6 +23,9 @@ from ..registry import TASK_HANDLERS, HandlerRegistry
 from ..worker import Worker, WorkerOptions
 from .common import CliError, busy_timeout, db_path
 from .format import clean, elapsed
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 LOGGER = logging.getLogger(__name__)
 
@@ -63,7 +66,13 @@ def run(args: argparse.Namespace) -> int:
                 "pid": os.getpid(), "burst": args.burst,
             },
         )  # fmt: skip
-        worker.run(until=BurstCheck(worker, queue) if args.burst else None)
+        metrics = None if args.metrics_port is None else serve_metrics(queue, args)
+        try:
+            worker.run(until=BurstCheck(worker, queue) if args.burst else None)
+        finally:
+            if metrics is not None:
+                metrics.shutdown()
+                metrics.server_close()
         LOGGER.info(
             "worker %s stopped: %d completed, %d failed attempts",
             worker.name, worker.processed, worker.failed,
@@ -71,6 +80,32 @@ def run(args: argparse.Namespace) -> int:
                    "failed": worker.failed},
         )  # fmt: skip
     return 0
+
+
+def serve_metrics(queue: TaskQueue, args: argparse.Namespace) -> WSGIServer:
+    """``--metrics-port``: this process's Prometheus metrics and the queue's
+    gauges (task_queue.contrib.prometheus, default registry), served from a
+    daemon thread; returns the server."""
+    try:
+        from ..contrib import prometheus
+    except ImportError:
+        raise CliError(
+            "--metrics-port needs prometheus-client: pip install 'task_queue[prometheus]'"
+        ) from None
+    try:
+        server, _ = prometheus.serve(args.metrics_port, addr=args.metrics_addr)
+    except (OSError, ValueError) as exc:  # in use, a bad address...
+        reason = getattr(exc, "strerror", None) or exc
+        raise CliError(
+            f"cannot serve metrics on {clean(args.metrics_addr)}:{args.metrics_port}: {reason}"
+        ) from None
+    prometheus.install(queue)
+    port = server.server_port
+    LOGGER.info(
+        "metrics at http://%s:%d/metrics", args.metrics_addr, port,
+        extra={"event": "metrics_serving", "addr": args.metrics_addr, "port": port},
+    )  # fmt: skip
+    return server
 
 
 def load_handlers(specs: Sequence[str]) -> tuple[HandlerRegistry, list[str]]:
@@ -139,7 +174,8 @@ def _merge(chosen: list[tuple[HandlerRegistry, str]]) -> HandlerRegistry:
 
 class OutcomeLog:
     """A queue hook: one INFO line per task outcome (id, type, outcome,
-    duration), with the same as ``extra`` fields for JSON logs."""
+    duration), with the same as ``extra`` fields for JSON logs (and the
+    task's queue and attempt, as the library's own lines have them)."""
 
     def __call__(self, event: Event) -> None:
         """Log ``event`` if it is an outcome."""
@@ -169,6 +205,7 @@ class OutcomeLog:
                 "task_type": task_type, "outcome": event.kind.value,
                 "duration": event.duration, "error": event.error, "retry_at": event.retry_at,
                 "queue": None if task is None else task.queue_name,
+                "attempt": None if task is None else task.attempts,
             },
         )  # fmt: skip
 

@@ -35,6 +35,7 @@ from typing import Any
 from ..context import _set_current
 from ..errors import TaskCancelled, TaskTimeout
 from ..events import Hooks
+from ..logfields import task_fields
 from ..registry import HandlerRegistry
 from .executor import Executors
 from .ledger import COROUTINES, Attempt, InFlight, Slot
@@ -196,7 +197,10 @@ class CoroutinePool:
             )
             self._executors.end(attempt, error, result, started)
         except BaseException as exc:  # bookkeeping must not kill the loop
-            LOGGER.exception("%s: internal error around task %d", self._name, attempt.task.id)
+            LOGGER.exception(
+                "%s: internal error around task %d", self._name, attempt.task.id,
+                extra=task_fields(attempt.task),
+            )  # fmt: skip
             self._executors.after_internal_error(attempt, exc)
         finally:
             self._fill()

@@ -30,11 +30,12 @@ from ..clock import JumpDetector
 from ..errors import UNSTORABLE, UNUSABLE_STORAGE, StorageError
 from ..events import Event, EventKind
 from ..limits import Limits
+from ..logfields import task_fields, why_not_held
 from ..maintenance import MaintenanceService
 from ..notify import Wakeup
 from ..queue import TaskQueue
 from ..registry import HandlerRegistry
-from ..task import Claim
+from ..task import Claim, Task
 from .ledger import COROUTINES, THREADS, InFlight
 from .options import WorkerOptions
 from .recorder import Recorder, durations, give_back
@@ -369,22 +370,40 @@ class Dispatcher:
 
     def _lost(self, not_renewed: set[Claim]) -> None:
         attempts, dropped = self._ledger.lose(not_renewed)
-        lost = sorted({t.id for t in dropped} | {a.task.id for a in attempts})
+        if not attempts and not dropped:
+            return
         now = self._queue.clock.time()
+        # One read tells the handlers (and the log) what happened: cancelled,
+        # or rescued after the lease ran out and now someone else's.
+        found = {
+            t.id: t
+            for t in self._queue.get_tasks([t.id for t in dropped] + [a.task.id for a in attempts])
+        }
+        statuses: dict[Claim, str | None] = {}
         for attempt in attempts:
-            status = self._queue.get_task(attempt.task.id)
-            cancelled = status is not None and status.status == "cancelled"
+            stored = found.get(attempt.task.id)
+            statuses[attempt.claim] = None if stored is None else stored.status.value
+            cancelled = stored is not None and stored.status == "cancelled"
             attempt.ctx.cancel("cancelled" if cancelled else "lost")
             if attempt.interrupt is not None:
                 attempt.interrupt()  # an async handler: cancelled for real
-        if not lost:
-            return
-        LOGGER.warning(
-            "%s: %d claim(s) no longer held (cancelled or rescued): %s", self._name, len(lost), lost
-        )
+        for task in dropped + [a.task for a in attempts]:
+            self._log_lost(task, found.get(task.id))
+        events = [(t, None) for t in dropped] + [(a.task, statuses.get(a.claim)) for a in attempts]
         self._queue.hooks.emit_lazy(
             lambda: [
-                Event(EventKind.LEASE_LOST, t.id, task=t, worker=self._name, at=now)
-                for t in dropped + [a.task for a in attempts]
+                Event(EventKind.LEASE_LOST, t.id, task=t, worker=self._name, at=now, status=status)
+                for t, status in events
             ]
         )
+
+    def _log_lost(self, task: Task, stored: Task | None) -> None:
+        """One line per lost claim, with the reason: a cancellation is the
+        user's doing (INFO), anything else means this worker stalled past
+        its lease (WARNING)."""
+        cancelled = stored is not None and stored.status == "cancelled"
+        LOGGER.log(
+            logging.INFO if cancelled else logging.WARNING,
+            "%s: task %d: claim no longer held (%s)", self._name, task.id,
+            why_not_held(task, stored), extra=task_fields(task),
+        )  # fmt: skip

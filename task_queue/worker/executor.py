@@ -18,6 +18,7 @@ from typing import Any
 from ..context import TaskContext
 from ..errors import TaskTimeout
 from ..events import Event, EventKind
+from ..logfields import task_fields
 from ..payload import encode
 from ..queue import TaskQueue
 from ..registry import HandlerRegistry
@@ -97,7 +98,10 @@ class Executors:
             try:
                 self._run(attempt)
             except BaseException as exc:  # bookkeeping must not kill the thread
-                LOGGER.exception("%s: internal error around task %d", self._name, attempt.task.id)
+                LOGGER.exception(
+                    "%s: internal error around task %d", self._name, attempt.task.id,
+                    extra=task_fields(attempt.task),
+                )  # fmt: skip
                 self.after_internal_error(attempt, exc)
             if slot.abandoned:
                 return
@@ -126,7 +130,9 @@ class Executors:
         """The handler is about to run: emit ``started``; the start time."""
         task = attempt.task
         started = self._monotonic()
-        LOGGER.debug("%s: task %d (%r) started", self._name, task.id, task.name)
+        LOGGER.debug(
+            "%s: task %d (%r) started", self._name, task.id, task.name, extra=task_fields(task)
+        )
         hooks = self._queue.hooks
         if hooks and not attempt.ctx.cancelled:
             hooks.emit(
@@ -146,7 +152,10 @@ class Executors:
         self._on_room()
         if not ours:
             LOGGER.info(
-                "%s: task %d finished after it was given up; outcome discarded", self._name, task.id
+                "%s: task %d finished after it was given up; outcome discarded",
+                self._name,
+                task.id,
+                extra=task_fields(task, duration=elapsed),
             )
             return
         try:
@@ -171,6 +180,7 @@ class Executors:
                 "%s: gave back %d task(s) (lease ran out before they started)",
                 self._name,
                 len(released),
+                extra=task_fields(task),
             )
             return
         if ctx.cancelled and ctx.reason in ("cancelled", "lost"):
@@ -178,6 +188,7 @@ class Executors:
                 "%s: task %d was cancelled or lost its claim; outcome discarded",
                 self._name,
                 task.id,
+                extra=task_fields(task, duration=elapsed),
             )
             return
         if error is None:
@@ -187,8 +198,9 @@ class Executors:
                 error = exc
         if error is None:
             LOGGER.info(
-                "%s: task %d (%r) completed in %.3fs", self._name, task.id, task.name, elapsed
-            )
+                "%s: task %d (%r) completed in %.3fs", self._name, task.id, task.name, elapsed,
+                extra=task_fields(task, duration=elapsed),
+            )  # fmt: skip
             self._recorder.add(Outcome(task, encoded, duration=elapsed))
             self.counters.processed += 1
             return
@@ -212,14 +224,18 @@ class Executors:
             elapsed,
             failure.error,
             describe(task, failure.retry_in, options.max_retries),
-        )
+            extra=task_fields(
+                task, duration=elapsed, error_class=failure.error_class,
+                retry_in=failure.retry_in,
+            ),
+        )  # fmt: skip
         self.counters.failed += 1
         hooks = self._queue.hooks
         if hooks:
             hooks.emit(
                 Event(EventKind.FAILED, task.id, task=task, worker=self._name,
                       at=self._queue.clock.time(), duration=elapsed, error=failure.error,
-                      exception=error)
+                      exception=error, error_class=failure.error_class)
             )  # fmt: skip
         self._recorder.add(Outcome(task, failure=failure, duration=elapsed))
 
@@ -234,4 +250,7 @@ class Executors:
             failure = self._queue.failure(attempt.task, exc)
             self._recorder.add(Outcome(attempt.task, failure=failure))
         except BaseException:
-            LOGGER.exception("%s: task %d is left to its lease", self._name, attempt.task.id)
+            LOGGER.exception(
+                "%s: task %d is left to its lease", self._name, attempt.task.id,
+                extra=task_fields(attempt.task),
+            )  # fmt: skip

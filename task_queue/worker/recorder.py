@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import UNSTORABLE, UNUSABLE_STORAGE, StorageError, TaskNotFoundError
+from ..logfields import task_fields, tasks_fields
 from ..progress import WRITE_INTERVAL
 from ..queue import TaskQueue
 from ..registry import HandlerRegistry
@@ -81,9 +82,14 @@ def give_back(queue: TaskQueue, tasks: Iterable[Task], why: str, who: str) -> No
             who,
             len(items),
             exc,
+            extra=tasks_fields(items),
         )
         return
-    LOGGER.info("%s: gave back %d task(s) (%s)", who, len(released), why)
+    done = set(released)
+    LOGGER.info(
+        "%s: gave back %d task(s) (%s)", who, len(released), why,
+        extra=tasks_fields(t for t in items if t.claim in done),
+    )  # fmt: skip
 
 
 class Recorder:
@@ -296,9 +302,13 @@ class Recorder:
                 LOGGER.info(
                     "failure of task %d not recorded: the task no longer exists (purged)",
                     outcome.task.id,
+                    extra=task_fields(outcome.task),
                 )
             except Exception:
-                LOGGER.exception("failure of task %d not recorded", outcome.task.id)
+                LOGGER.exception(
+                    "failure of task %d not recorded", outcome.task.id,
+                    extra=task_fields(outcome.task),
+                )  # fmt: skip
             batch.pop(0)
 
     def _complete_each(self, completions: list[Outcome], batch: list[Outcome]) -> None:
@@ -332,4 +342,5 @@ class Recorder:
             task.id,
             task.name,
             error,
+            extra=task_fields(task),
         )

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 from ..errors import TaskTimeout
 from ..events import Event, EventKind
+from ..logfields import task_fields
 from ..queue import TaskQueue
 from .ledger import THREADS, Attempt, InFlight
 from .runner import async_raise
@@ -110,6 +111,7 @@ class Timekeeper:
             self._name,
             attempt.task.id,
             attempt.timeout,
+            extra=task_fields(attempt.task, timeout=attempt.timeout),
         )
         hooks = self._queue.hooks
         if hooks:
@@ -127,6 +129,7 @@ class Timekeeper:
             self._name,
             attempt.task.id,
             self._grace,
+            extra=task_fields(attempt.task, timeout=attempt.timeout),
         )
         error = TaskTimeout(
             f"task {attempt.task.id} timed out after {attempt.timeout}s and did not stop"

@@ -47,6 +47,7 @@ from typing import Any
 
 from ..checks import check_queue_names
 from ..errors import NotAQueueDatabaseError, QueueClosedError, ReadOnlyDatabaseError, StorageError
+from ..logfields import tasks_fields
 from ..maintenance import RescueService, UnhandledReport
 from ..periodic import PeriodicService
 from ..queue import TaskQueue
@@ -397,6 +398,7 @@ class Worker:
                 "%s: %d task(s) still running at the drain deadline; giving them back",
                 self.name,
                 len(leftover),
+                extra=tasks_fields(a.task for a in leftover),
             )
             for attempt in leftover:
                 if attempt.interrupt is not None:

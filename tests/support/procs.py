@@ -120,7 +120,78 @@ def enqueue(db: str, task_type: str, n: int) -> None:
     print(json.dumps(ids))
 
 
-COMMANDS = {"pool": pool, "hang": hang, "run_worker": run_worker, "enqueue": enqueue}
+def metrics_worker(db: str, port_file: str, n: int, queue_name: str, task_type: str) -> None:
+    """Enqueue ``n`` tasks of ``task_type`` in ``queue_name``, serve this
+    process's Prometheus metrics on a free port (written to ``port_file``)
+    and run a Worker for them until SIGTERM."""
+    from prometheus_client import CollectorRegistry
+
+    from task_queue import TaskQueue, Worker
+    from task_queue.contrib import prometheus
+
+    with TaskQueue(db) as queue:
+        registry = CollectorRegistry()
+        prometheus.install(queue, registry)
+        server, _ = prometheus.serve(0, registry, addr="127.0.0.1")
+        queue.enqueue_many(
+            [{"name": f"{task_type}-{i}", "task_type": task_type, "queue_name": queue_name}
+             for i in range(n)]
+        )  # fmt: skip
+        worker = Worker(queue, {task_type: lambda p: None}, concurrency=2, queues=[queue_name])
+        Path(port_file + ".tmp").write_text(str(server.server_port))
+        os.replace(port_file + ".tmp", port_file)
+        worker.run()  # until SIGTERM
+        server.shutdown()
+        server.server_close()
+
+
+def traced_worker(db: str, spans: str) -> None:
+    """A Worker for "traced" tasks with tracing on, exporting each finished
+    span as one JSON line to ``spans``; writes ``spans``.ready once working,
+    runs until SIGTERM."""
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    from task_queue import TaskQueue, Worker
+    from task_queue.contrib.opentelemetry import instrument
+
+    class JsonLines(SpanExporter):
+        def export(self, batch: Any) -> SpanExportResult:
+            for span in batch:
+                assert isinstance(span, ReadableSpan) and span.context is not None
+                _append(spans, json.dumps({
+                    "name": span.name, "kind": span.kind.name,
+                    "trace_id": f"{span.context.trace_id:032x}",
+                    "span_id": f"{span.context.span_id:016x}",
+                    "parent_id": None if span.parent is None else f"{span.parent.span_id:016x}",
+                    "links": [[f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}"]
+                              for link in span.links],
+                    "attributes": dict(span.attributes or {}),
+                    "status": span.status.status_code.name,
+                    "events": [event.name for event in span.events],
+                }))  # fmt: skip
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(JsonLines()))
+
+    def traced(payload: Any) -> Any:
+        if payload == "fail":
+            raise ValueError("failed in the worker process")
+        return os.getpid()
+
+    with TaskQueue(db) as queue:
+        instrument(queue, provider)
+        worker = Worker(queue, {"traced": traced}, concurrency=1, poll_interval=0.02)
+        Path(spans + ".ready").touch()
+        worker.run()  # until SIGTERM
+    provider.shutdown()
+
+
+COMMANDS = {
+    "pool": pool, "hang": hang, "run_worker": run_worker, "enqueue": enqueue,
+    "metrics_worker": metrics_worker, "traced_worker": traced_worker,
+}  # fmt: skip
 
 if __name__ == "__main__":
     COMMANDS[sys.argv[1]](**json.loads(sys.argv[2]))
