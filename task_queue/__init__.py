@@ -36,6 +36,7 @@ from .errors import (
     TaskQueueError,
     TaskTimeout,
     UnsafeDatabaseFileError,
+    UnusableConnectionError,
 )
 from .events import Event, EventKind, Hook, Middleware
 from .limits import RateLimit
@@ -107,6 +108,7 @@ __all__ = [
     "TaskStatus",
     "TaskTimeout",
     "UnsafeDatabaseFileError",
+    "UnusableConnectionError",
     "Worker",
     "WorkerInfo",
     "WorkerOptions",

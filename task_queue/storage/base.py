@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ..limits import Limits
 from ..task import AttemptRecord, Claim, ScheduleInfo, Task, WorkerInfo
@@ -161,6 +161,23 @@ class ChangeFeed(Protocol):
     def changed(self) -> bool:
         """True if another process may have committed since the last call
         (the first call always answers True)."""
+        ...
+
+
+@runtime_checkable
+class EnqueuesOnConnection(Protocol):
+    """A backend that can also insert tasks through the application's own
+    database connection, inside the transaction the application has open
+    (``TaskQueue.enqueue(..., connection=conn)``, the outbox pattern). The
+    SQLite storage takes a ``sqlite3.Connection`` to its file."""
+
+    def enqueue_on(
+        self, connection: object, tasks: Sequence[NewTask], now: float
+    ) -> list[tuple[int, bool]]:
+        """:meth:`Storage.enqueue` through ``connection``, in its open
+        transaction: the tasks commit or roll back with it. Raises
+        UnusableConnectionError for a connection it cannot use (no
+        transaction open, another database, a schema it does not see)."""
         ...
 
 
