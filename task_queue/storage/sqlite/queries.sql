@@ -134,9 +134,12 @@ GROUP BY 1;
 SELECT tokens, updated_at FROM rate_limits WHERE task_type = :task_type;
 
 -- set_rate_bucket --
--- What is left in the bucket after a claim.
+-- What is left in the bucket after a claim. The stamp never moves back: a
+-- claimer whose clock is behind would otherwise hand the next claimer with
+-- a clock ahead the whole skew as elapsed time, refilled at once.
 INSERT INTO rate_limits (task_type, tokens, updated_at) VALUES (:task_type, :tokens, :now)
-ON CONFLICT (task_type) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
+ON CONFLICT (task_type) DO UPDATE
+SET tokens = excluded.tokens, updated_at = MAX(updated_at, excluded.updated_at);
 
 -- complete_task --
 -- Record success, only for the current holder of the claim (fencing).
