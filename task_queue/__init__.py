@@ -39,6 +39,7 @@ from .errors import (
     TaskQueueError,
     TaskTimeout,
     UnsafeDatabaseFileError,
+    UnusableConnectionError,
 )
 from .events import Event, EventKind, Hook, Middleware
 from .limits import RateLimit
@@ -115,6 +116,7 @@ __all__ = [
     "TaskStatus",
     "TaskTimeout",
     "UnsafeDatabaseFileError",
+    "UnusableConnectionError",
     "Worker",
     "WorkerInfo",
     "WorkerOptions",

@@ -17,6 +17,7 @@ The tree::
     ├── TaskNotFoundError (also KeyError)
     ├── TaskNotClaimedError (also ValueError)  no claim token for the task
     ├── DuplicateTaskError             retry_task() would clash with a live unique_key
+    ├── UnusableConnectionError (also ValueError)  enqueue(connection=...) cannot use it
     ├── TaskTimeout                    raised inside a handler whose time ran out
     ├── TaskCancelled                  raised by ctx.check() when the task was cancelled or lost
     │                                  (and by result() for a cancelled task)
@@ -105,6 +106,13 @@ class TaskNotClaimedError(TaskQueueError, ValueError):
 
 class DuplicateTaskError(TaskQueueError):
     """Another live task already holds this unique_key."""
+
+
+class UnusableConnectionError(TaskQueueError, ValueError):
+    """``enqueue(connection=conn)`` cannot insert through ``conn``: it has no
+    transaction open, is to another database file than the queue's, or its
+    transaction began before the queue's schema was created or migrated.
+    Nothing was written."""
 
 
 class TaskTimeout(TaskQueueError):

@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 import socket
+import sqlite3
 import sys
 import traceback as tb
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,6 +57,7 @@ from .storage.base import (
     ChangeFeed,
     ClaimRequest,
     Completion,
+    EnqueuesOnConnection,
     FailureRecord,
     NewTask,
     Owner,
@@ -106,6 +108,7 @@ class TaskQueue:
         synchronous: str | None = None,
         busy_timeout: float | None = None,
         max_batch: int | None = None,
+        shared_file: bool | None = None,
         retry_policy: RetryPolicy | None = None,
         clock: Clock | None = None,
         max_payload_bytes: int = DEFAULT_MAX_BYTES,
@@ -123,6 +126,9 @@ class TaskQueue:
             loss, "NORMAL" only application crashes; seconds to wait for
             another process's write lock (default 30) before
             DatabaseBusyError; most callers per group commit (default 500).
+        shared_file: SQLite: the file may be the application's own database
+            (its tables stay, the queue's are added beside them): for
+            ``enqueue(connection=...)`` in the application's transactions.
         retry_policy: backoff between retries (default ``RetryPolicy()``).
         clock: the time source; a ``ManualClock`` in tests.
         max_payload_bytes: largest encoded payload or result (default 8 MiB).
@@ -153,6 +159,7 @@ class TaskQueue:
                 ("synchronous", synchronous),
                 ("busy_timeout", busy_timeout),
                 ("max_batch", max_batch),
+                ("shared_file", shared_file),
             )
             if value is not None
         }
@@ -204,6 +211,7 @@ class TaskQueue:
         queue_name: str = "default",
         depends_on: Sequence[int | Task] = (),
         concurrency_key: str | None = None,
+        connection: sqlite3.Connection | None = None,
     ) -> int:
         """Add a task; return its id once it is durably stored.
 
@@ -223,6 +231,15 @@ class TaskQueue:
             so is this one (TaskNotFoundError for an unknown id).
         concurrency_key: with a handler's ``concurrency_limit=N``, at most
             N tasks of its type with this key run at once.
+        connection: the application's own ``sqlite3.Connection`` to the
+            queue's file, with a transaction open: the task is inserted in
+            that transaction and exists only if and when the caller commits
+            it (gone on rollback; the outbox pattern). The id is returned at
+            once, before that commit; workers notice the commit within their
+            poll interval, and no ``enqueued`` event is emitted (the commit
+            is the caller's). UnusableConnectionError for a connection with
+            no transaction open, to another file, or whose transaction began
+            before the queue's schema was created.
 
         Nothing is written when an argument is refused.
         """
@@ -230,25 +247,37 @@ class TaskQueue:
             name, task_type, payload, priority, scheduled_at, max_retries, delay, timeout,
             unique_key, queue_name, depends_on, concurrency_key,
         )  # fmt: skip
-        return self._store([spec], many=False)[0]
+        return self._store([spec], many=False, connection=connection)[0]
 
-    def enqueue_many(self, tasks: Iterable[Mapping[str, Any]]) -> list[int]:
+    def enqueue_many(
+        self,
+        tasks: Iterable[Mapping[str, Any]],
+        *,
+        connection: sqlite3.Connection | None = None,
+    ) -> list[int]:
         """Add many tasks in one transaction: all of them, or none (on any error).
 
         Each item is a mapping of :meth:`enqueue`'s arguments by name; the
         ids come back in the same order. A task may depend on an earlier
         one of the same batch: ``"depends_on": [BatchRef(0)]`` (a pipeline,
-        or a fan-in, in one call).
+        or a fan-in, in one call). ``connection``: insert them in the
+        caller's open transaction instead, as :meth:`enqueue` does.
         """
         specs = _many_specs(tasks)
-        return self._store(specs, many=True) if specs else []
+        return self._store(specs, many=True, connection=connection) if specs else []
 
-    def _store(self, specs: Sequence[TaskSpec], *, many: bool) -> list[int]:
+    def _store(
+        self,
+        specs: Sequence[TaskSpec],
+        *,
+        many: bool,
+        connection: sqlite3.Connection | None = None,
+    ) -> list[int]:
         stored: list[int] | None = None
 
         def enqueue() -> list[int]:
             nonlocal stored
-            stored = self._store_now(specs, many=many)
+            stored = self._store_now(specs, many=many, connection=connection)
             return stored
 
         try:
@@ -263,8 +292,12 @@ class TaskQueue:
             raise RuntimeError("the enqueue did not run")
         return stored
 
-    def _store_now(self, specs: Sequence[TaskSpec], *, many: bool) -> list[int]:
+    def _store_now(
+        self, specs: Sequence[TaskSpec], *, many: bool, connection: sqlite3.Connection | None
+    ) -> list[int]:
         rows, now, final = self._encode(specs, many=many)
+        if connection is not None:
+            return self._store_on(connection, rows, now)
         stored: list[tuple[int, bool]] | None = None
         try:
             # Nothing between the call and the assignment: an interrupt
@@ -311,6 +344,18 @@ class TaskQueue:
             ]
         )
         return [task_id for task_id, _ in stored]
+
+    def _store_on(
+        self, connection: sqlite3.Connection, rows: Sequence[NewTask], now: float
+    ) -> list[int]:
+        storage = self.storage
+        if not isinstance(storage, EnqueuesOnConnection):
+            raise TypeError(
+                f"{type(storage).__name__} cannot enqueue through the application's connection"
+            )
+        # No wake-up and no event: nothing is committed yet, and the commit
+        # is the caller's. Workers see it through the change feed.
+        return [task_id for task_id, _ in storage.enqueue_on(connection, rows, now)]
 
     # -- claim -----------------------------------------------------------------
     def dequeue(

@@ -18,7 +18,7 @@ from typing import Any
 from .checks import check_queue_name, check_text, is_positive
 from .payload import DEFAULT_MAX_BYTES, encode
 from .storage.base import NewTask
-from .task import Task, TaskPriority
+from .task import MAX_PRIORITY, MIN_PRIORITY, Task, TaskPriority
 
 # SQLite integers are signed 64-bit.
 _MAX_INT64 = 2**63 - 1
@@ -49,7 +49,8 @@ class TaskSpec:
     task_type: str
     #: JSON-serializable data handed to the handler.
     payload: Any = None
-    #: A TaskPriority, its int value or its name ("HIGH", "low"...).
+    #: Higher runs first: an int from -100 to 100, a TaskPriority or its
+    #: name ("HIGH", "low"...).
     priority: TaskPriority | int | str = TaskPriority.NORMAL
     #: When to run: a datetime (naive = local time) or epoch seconds.
     scheduled_at: dt.datetime | float | None = None
@@ -180,24 +181,32 @@ def check_task_type(task_type: object) -> None:
     check_text("task_type", task_type)
 
 
-def parse_priority(value: object) -> TaskPriority:
-    """A TaskPriority from itself, its int value or its name (any case)."""
+def parse_priority(value: object) -> TaskPriority | int:
+    """A priority from a TaskPriority, its name (any case), or an int from
+    -100 to 100; the named levels' ints come back as their TaskPriority.
+    ValueError for anything else (bools, floats, out of range)."""
     if isinstance(value, bool):
-        raise ValueError(f"unknown priority {value!r}")
+        raise ValueError(f"unknown priority {value!r}; {_EXPECTED}")
     if isinstance(value, str):
         try:
             return TaskPriority[value.upper()]
         except KeyError:
             raise ValueError(
-                f"unknown priority {value!r}; expected one of {[p.name for p in TaskPriority]}"
+                f"unknown priority {value!r}; expected one of {[p.name for p in TaskPriority]} "
+                f"or an int from {MIN_PRIORITY} to {MAX_PRIORITY}"
             ) from None
-    try:
-        return TaskPriority(value)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        raise ValueError(
-            f"unknown priority {value!r}; expected a TaskPriority "
-            f"({', '.join(f'{p.name}={p.value}' for p in TaskPriority)})"
-        ) from None
+    if isinstance(value, int):
+        if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+            raise ValueError(f"priority {value} is out of range; {_EXPECTED}")
+        return _NAMED.get(value, int(value))
+    raise ValueError(f"unknown priority {value!r}; {_EXPECTED}")
+
+
+_NAMED = {int(p): p for p in TaskPriority}
+_EXPECTED = (
+    f"expected an int from {MIN_PRIORITY} to {MAX_PRIORITY} or a TaskPriority "
+    f"({', '.join(f'{p.name}={p.value}' for p in TaskPriority)})"
+)
 
 
 def _due_time(

@@ -13,9 +13,16 @@ from collections.abc import Iterator
 from enum import Enum, IntEnum
 from typing import Any, NamedTuple
 
+#: The range of priorities: any int from MIN_PRIORITY to MAX_PRIORITY
+#: (Django's Tasks use the same range); the named levels sit inside it.
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+
 
 class TaskPriority(IntEnum):
-    """Higher runs first. Stored as its integer value."""
+    """The named priorities. Higher runs first; a priority may also be any
+    int from -100 to 100 (:data:`MIN_PRIORITY`, :data:`MAX_PRIORITY`), and
+    claims order the whole range. Stored as its integer value."""
 
     LOW = 1
     NORMAL = 2

@@ -30,6 +30,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -166,13 +167,16 @@ def payload(text: str) -> Any:
 
 
 @_argtype
-def priority(text: str) -> TaskPriority:
-    """low, normal, high or critical."""
+def priority(text: str) -> TaskPriority | int:
+    """low, normal, high or critical; or an int from -100 to 100."""
     try:
-        return parse_priority(text)
+        value: object = int(text) if re.fullmatch(r"[+-]?\d+", text.strip()) else text
+        return parse_priority(value)
     except ValueError:
         names = "/".join(p.name.lower() for p in TaskPriority)
-        raise ValueError(f"unknown priority {text!r}; expected one of {names}") from None
+        raise ValueError(
+            f"unknown priority {text!r}; expected one of {names} or an int from -100 to 100"
+        ) from None
 
 
 @_argtype

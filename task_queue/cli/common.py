@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..queue import TaskQueue
-from ..task import Task, TaskPriority
-from .format import clean
+from ..task import Task
+from .format import clean, priority_name
 
 #: Where the queue is when neither ``--db`` nor the environment says (the
 #: same default as ``TaskQueue()``).
@@ -75,7 +75,7 @@ def task_json(task: Task) -> dict[str, Any]:
     """Every field of ``task`` as JSON values: times stay UTC epoch seconds,
     the priority is its name (as ``--priority`` takes it)."""
     doc = task.to_dict()
-    doc["priority"] = TaskPriority(task.priority).name.lower()
+    doc["priority"] = priority_name(task.priority)
     doc["status"] = str(task.status)
     return doc
 

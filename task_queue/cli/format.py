@@ -13,6 +13,8 @@ import re
 import unicodedata
 from collections.abc import Sequence
 
+from ..task import TaskPriority
+
 #: Width every table fits in.
 WIDTH = 100
 
@@ -95,6 +97,14 @@ def local_iso(when: float | None, now: float | None = None) -> str:
     if now is None:
         return text
     return f"{text} ({relative(when, now)})" if abs(when - now) < 7 * 86400 else text
+
+
+def priority_name(priority: int) -> str:
+    """A named level as ``--priority`` takes it (``high``); any other int
+    (-100..100, e.g. from Django's Tasks) as its number."""
+    if isinstance(priority, TaskPriority):
+        return priority.name.lower()
+    return str(int(priority))
 
 
 def clean(text: str, keep: str = "") -> str:

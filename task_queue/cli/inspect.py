@@ -7,9 +7,9 @@ import dataclasses
 import json
 import time
 
-from ..task import ScheduleInfo, Task, TaskPriority, TaskStatus
+from ..task import ScheduleInfo, Task, TaskStatus
 from .common import CliError, open_existing, print_json, task_json
-from .format import Column, clean, local_iso, relative, table
+from .format import Column, clean, local_iso, priority_name, relative, table
 
 STATUSES = [s.value for s in TaskStatus]
 
@@ -98,7 +98,7 @@ def _row(task: Task, now: float) -> list[str]:
         finished = f"due {relative(task.run_at, now)}"
     return [
         str(task.id), str(task.status), clean(task.queue_name), clean(task.task_type),
-        TaskPriority(task.priority).name.lower(), str(task.attempts),
+        priority_name(task.priority), str(task.attempts),
         relative(task.created_at, now), finished, clean(task.name),
     ]  # fmt: skip
 

@@ -21,6 +21,7 @@ from ..events import Event, EventKind
 from ..queue import TaskQueue
 from ..registry import TASK_HANDLERS, HandlerRegistry
 from ..worker import Worker, WorkerOptions
+from ..worker.burst import BurstCheck
 from .common import CliError, busy_timeout, db_path
 from .format import clean, elapsed
 
@@ -38,9 +39,6 @@ OUTCOMES = {
     EventKind.LEASE_LOST: "lost its claim (cancelled or rescued)",
     EventKind.RESCUED: "rescued from a worker that stopped renewing its claim",
 }
-#: Consecutive idle checks (one per poll interval) before ``--burst`` stops:
-#: a retry recorded just after one check is seen by the next.
-BURST_CHECKS = 3
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,38 +206,6 @@ class OutcomeLog:
                 "attempt": None if task is None else task.attempts,
             },
         )  # fmt: skip
-
-
-class BurstCheck:
-    """``Worker.run(until=...)`` for ``--burst``: True once the worker holds
-    nothing and no task it could run is due, for :data:`BURST_CHECKS`
-    checks in a row.
-
-    Not waited for: tasks scheduled for later, retries whose backoff has
-    not passed, tasks of types it has no handler for, paused queues."""
-
-    def __init__(self, worker: Worker, queue: TaskQueue) -> None:
-        self._worker = worker
-        self._queue = queue
-        self._quiet = 0
-
-    def __call__(self) -> bool:
-        """One check; True when the worker should stop."""
-        if self._worker.in_flight or self._due():
-            self._quiet = 0
-            return False
-        self._quiet += 1
-        return self._quiet >= BURST_CHECKS
-
-    def _due(self) -> bool:
-        served = self._worker.options.queues
-        names = list(self._queue.queue_stats()) if served is None else list(served)
-        paused = self._queue.paused()
-        active = [name for name in names if name not in paused]
-        if not active:
-            return False
-        due = self._queue.pending_by_type(queues=active)
-        return any(task_type in self._worker.handlers for task_type in due)
 
 
 # -- logging -------------------------------------------------------------------

@@ -38,7 +38,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..limits import Limits
 from ..task import AttemptRecord, Claim, ScheduleInfo, Task, WorkerInfo
@@ -171,6 +171,23 @@ class ChangeFeed(Protocol):
     def changed(self) -> bool:
         """True if another process may have committed since the last call
         (the first call always answers True)."""
+        ...
+
+
+@runtime_checkable
+class EnqueuesOnConnection(Protocol):
+    """A backend that can also insert tasks through the application's own
+    database connection, inside the transaction the application has open
+    (``TaskQueue.enqueue(..., connection=conn)``, the outbox pattern). The
+    SQLite storage takes a ``sqlite3.Connection`` to its file."""
+
+    def enqueue_on(
+        self, connection: object, tasks: Sequence[NewTask], now: float
+    ) -> list[tuple[int, bool]]:
+        """:meth:`Storage.enqueue` through ``connection``, in its open
+        transaction: the tasks commit or roll back with it. Raises
+        UnusableConnectionError for a connection it cannot use (no
+        transaction open, another database, a schema it does not see)."""
         ...
 
 

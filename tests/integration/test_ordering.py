@@ -51,6 +51,24 @@ def test_highest_priority_first_fifo_within_a_priority(queue: TaskQueue) -> None
     assert drain(queue) == expected
 
 
+def test_the_whole_range_of_int_priorities_orders_claims(queue: TaskQueue) -> None:
+    # Named levels (1..4) and plain ints from -100 to 100 in one order,
+    # through both insert paths (one by one, and the bulk statement).
+    rng = random.Random(11)
+    priorities = [rng.randint(-100, 100) for _ in range(150)] + [-100, 100, 0, *TaskPriority]
+    ids = [queue.enqueue(f"t{i}", "t", priority=p) for i, p in enumerate(priorities[:80])]
+    ids += queue.enqueue_many(
+        [{"name": f"m{i}", "task_type": "t", "priority": p} for i, p in enumerate(priorities[80:])]
+    )
+    expected = [
+        i for _, i in sorted(zip(priorities, ids, strict=True), key=lambda x: (-x[0], x[1]))
+    ]
+    assert drain(queue) == expected
+    stored = queue.get_tasks(ids)
+    assert [t.priority for t in stored] == priorities
+    assert stored[-1].priority is TaskPriority.CRITICAL  # named levels read back as such
+
+
 def test_fifo_within_priority_holds_across_enqueue_many_and_enqueue(queue: TaskQueue) -> None:
     a = queue.enqueue_many([{"name": f"a{i}", "task_type": "t"} for i in range(5)])
     b = queue.enqueue("b", "t")

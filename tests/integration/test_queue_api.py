@@ -156,7 +156,7 @@ def test_enqueue_many_in_one_transaction(queue: TaskQueue) -> None:
     [
         {"name": "x", "task_type": ""},
         {"name": "x", "task_type": "t", "payload": {1, 2}},
-        {"name": "x", "task_type": "t", "priority": 9},
+        {"name": "x", "task_type": "t", "priority": 101},  # -100..100 are priorities
         {"name": "x", "task_type": "t", "max_retries": -1},
         {"name": "x", "task_type": "t", "colour": "red"},
         "not a mapping",

@@ -176,6 +176,22 @@ def make_completed(queue: TaskQueue, n: int, task_type: str = "done") -> list[in
 # -- enqueue -------------------------------------------------------------------
 
 
+def test_integer_priorities_go_in_and_come_out_as_numbers(cli: Cli) -> None:
+    # Django's Tasks use any int from -100 to 100; the CLI listed only named
+    # levels and crashed (TaskPriority(50)) on a task with another priority.
+    fifty = int(cli.ok("enqueue", "echo", "--priority", "50"))
+    minus = int(cli.ok("enqueue", "echo", "--priority", "-7"))
+    named = int(cli.ok("enqueue", "echo", "--priority", "3"))
+    with cli.queue() as queue:
+        assert [t.priority for t in queue.get_tasks([fifty, minus, named])] == [50, -7, 3]
+    by_id = {t["id"]: t["priority"] for t in json.loads(cli.ok("list", "--json"))}
+    assert by_id == {fifty: "50", minus: "-7", named: "high"}
+    rows = {line.split()[0]: line.split() for line in cli.ok("list").splitlines()[1:]}
+    assert "50" in rows[str(fifty)] and "-7" in rows[str(minus)]
+    assert json.loads(cli.ok("show", str(fifty), "--json"))["priority"] == "50"
+    assert cli("enqueue", "echo", "--priority", "101").returncode == 2
+
+
 def test_enqueue_prints_the_id_and_stores_every_option(cli: Cli) -> None:
     before = time.time()
     first = cli.ok(

@@ -53,6 +53,7 @@ EXPECTED_ALL = [
     "TaskStatus",
     "TaskTimeout",
     "UnsafeDatabaseFileError",
+    "UnusableConnectionError",
     "Worker",
     "WorkerInfo",
     "WorkerOptions",
@@ -104,6 +105,7 @@ def test_errors_form_one_tree() -> None:
         TaskQueueError,
         TaskTimeout,
         UnsafeDatabaseFileError,
+        UnusableConnectionError,
     )
 
     for storage in (
@@ -119,11 +121,12 @@ def test_errors_form_one_tree() -> None:
     ):
         assert issubclass(storage, StorageError)
     for error in (StorageError, PayloadError, TaskNotFoundError, TaskNotClaimedError,
-                  DuplicateTaskError, TaskTimeout):  # fmt: skip
+                  DuplicateTaskError, TaskTimeout, UnusableConnectionError):  # fmt: skip
         assert issubclass(error, TaskQueueError)
     assert issubclass(PayloadError, TypeError)
     assert issubclass(TaskNotFoundError, KeyError)
     assert issubclass(TaskNotClaimedError, ValueError)
+    assert issubclass(UnusableConnectionError, ValueError)
     assert str(TaskNotFoundError("no task with id 3")) == "no task with id 3"
 
 

@@ -52,9 +52,13 @@ BAD_FIELDS = [
     ("timeout", True, ValueError),
     ("timeout", "5", ValueError),
     ("priority", "URGENT", ValueError),
-    ("priority", 0, ValueError),
-    ("priority", 5, ValueError),
+    # Any int from -100 to 100 is a priority (Django's range): only
+    # those outside it, and bools, are refused.
+    ("priority", 101, ValueError),
+    ("priority", -101, ValueError),
+    ("priority", 2**63, ValueError),
     ("priority", True, ValueError),
+    ("priority", False, ValueError),
     ("priority", 2.5, ValueError),
     ("priority", None, ValueError),
     ("scheduled_at", "tomorrow", TypeError),
@@ -122,6 +126,19 @@ def test_priority_from_enum_int_or_name(value: Any, expected: TaskPriority) -> N
     assert made.priority is expected
     assert parse_priority(value) is expected
     assert made.encode(NOW).priority == int(expected)
+
+
+@pytest.mark.parametrize("value", [-100, -1, 0, 5, 50, 100])
+def test_any_int_from_minus_100_to_100_is_a_priority(value: int) -> None:
+    made = spec(priority=value)
+    assert made.priority == value
+    assert type(made.priority) is int  # not a TaskPriority: only 1..4 have names
+    assert made.encode(NOW).priority == value
+
+
+def test_an_out_of_range_priority_names_the_range() -> None:
+    with pytest.raises(ValueError, match=r"out of range.*-100 to 100"):
+        spec(priority=101)
 
 
 def test_an_unknown_priority_name_lists_the_names() -> None:

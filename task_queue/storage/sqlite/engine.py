@@ -476,6 +476,11 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
             raise
 
     @property
+    def file_identity(self) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the file the connection opened; None in memory."""
+        return self._identity
+
+    @property
     def alive(self) -> bool:
         return bool(self._thread.is_alive())
 

@@ -110,8 +110,10 @@ def check_sidecars(path: str, db: Owner) -> None:
             os.chmod(side_path, stat.S_IMODE(side.st_mode) & db.mode, follow_symlinks=False)
 
 
-def claim_new_database(path: str) -> None:
-    """We are about to create a queue in the existing file ``path``: it must be ours."""
+def claim_new_database(path: str, *, tighten: bool = True) -> None:
+    """We are about to create a queue in the existing file ``path``: it must
+    be ours. ``tighten``: an empty file open to others becomes 0600 (not so
+    the application's own database, which a queue may share)."""
     if not _POSIX:
         return
     info = os.stat(path)
@@ -123,6 +125,6 @@ def claim_new_database(path: str) -> None:
             "written to it. Refusing it; nothing was written. Remove it and let task_queue "
             "create the file, in a directory only its users can write"
         )
-    if stat.S_IMODE(info.st_mode) & 0o077:
+    if tighten and stat.S_IMODE(info.st_mode) & 0o077:
         # Ours and still empty of tasks: nothing to lose by closing it.
         os.chmod(path, PRIVATE_MODE)

@@ -10,6 +10,7 @@ schema read-only, and only then set pragmas or create tables.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 
@@ -91,19 +92,46 @@ def _main_file(conn: sqlite3.Connection) -> str:
     return str(row[2]) if row is not None and row[2] else ""
 
 
-def open_database(conn: sqlite3.Connection, *, synchronous: str) -> None:
-    """Runs in the engine thread when the connection opens."""
+#: Every table, index and trigger the migrations create. A file shared with
+#: the application must hold none of these names before the queue moves in:
+#: 0001's ``CREATE TABLE IF NOT EXISTS tasks`` would adopt an application's
+#: own ``tasks`` table, and migration 2 would copy its rows.
+QUEUE_OBJECTS = frozenset(
+    name
+    for script in MIGRATIONS.values()
+    for name in re.findall(
+        r"CREATE\s+(?:UNIQUE\s+)?(?:TABLE|INDEX|TRIGGER|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)",
+        script,
+        flags=re.IGNORECASE,
+    )
+)
+
+
+def open_database(conn: sqlite3.Connection, *, synchronous: str, shared_file: bool = False) -> None:
+    """Runs in the engine thread when the connection opens. ``shared_file``:
+    the file may be the application's own database (its tables stay; the
+    queue's go beside them)."""
     app_id, tables = _inspect(conn)
+    foreign = app_id == 0 and bool(tables - {"sqlite_sequence"})
     if app_id not in (0, APPLICATION_ID):
         raise NotAQueueDatabaseError(
             f"this SQLite file belongs to another application (application_id={app_id:#x}); "
             "left untouched"
         )
-    if app_id == 0 and tables - {"sqlite_sequence"}:
+    if foreign and not shared_file:
         raise NotAQueueDatabaseError(
             "this SQLite file holds tables of another application "
-            f"({', '.join(sorted(tables))}); left untouched"
+            f"({', '.join(sorted(tables))}); left untouched (to keep the queue in the "
+            "application's own database, open it with shared_file=True)"
         )
+    if foreign:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        clash = names & QUEUE_OBJECTS
+        if clash:
+            raise NotAQueueDatabaseError(
+                f"this SQLite file has tables or indexes named like the queue's "
+                f"({', '.join(sorted(clash))}) that are not the queue's; left untouched"
+            )
     if app_id == APPLICATION_ID and "task_queue_meta" not in tables:
         raise NotAQueueDatabaseError(
             "this file carries task_queue's application_id but not its tables: damaged, "
@@ -114,8 +142,9 @@ def open_database(conn: sqlite3.Connection, *, synchronous: str) -> None:
     path = _main_file(conn) if creating else ""
     if path:
         # A queue is about to be created in this file: it must be ours, and
-        # nothing planted beside it (again: moments may have passed).
-        claim_new_database(path)
+        # nothing planted beside it (again: moments may have passed). The
+        # application's own database keeps the mode the application gave it.
+        claim_new_database(path, tighten=not foreign)
         check_sidecars(path, Owner.of(os.stat(path)))
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
@@ -175,6 +204,18 @@ def _schema_version(conn: sqlite3.Connection, app_id: int, tables: set[str]) -> 
             f"understands ({SCHEMA_VERSION}); upgrade task_queue"
         )
     return version
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The queue schema version of the file as ``conn`` sees it now (in its
+    transaction, if one is open): 0 for none; NotAQueueDatabaseError for a
+    newer one, or another application's file."""
+    app_id, tables = _inspect(conn)
+    if app_id not in (0, APPLICATION_ID):
+        raise NotAQueueDatabaseError(
+            f"this SQLite file belongs to another application (application_id={app_id:#x})"
+        )
+    return _schema_version(conn, app_id, tables)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -36,6 +36,7 @@ from ..base import (
 )
 from ..rows import claim_order, claimed_from_row, task_from_row
 from .engine import Engine, Request
+from .outbox import check_connection, run_in_transaction
 from .schema import open_database, prepare_file
 from .sql import QUERIES
 
@@ -533,6 +534,12 @@ class SqliteStorage:
         write lock, then DatabaseBusyError.
     max_batch: most callers' units in one group-commit transaction.
     max_size_bytes: cap on the database file (see :meth:`set_max_size`).
+    shared_file: the file may be the application's own database, holding
+        its tables already: the queue's tables are created beside them (for
+        ``enqueue(connection=...)`` in the application's transactions) and
+        the file's mode is left as it is. Refused still: a file of another
+        user, or one with tables named like the queue's. Without it such a
+        file is refused untouched.
     """
 
     def __init__(
@@ -543,6 +550,7 @@ class SqliteStorage:
         busy_timeout: float = 30.0,
         max_batch: int = 500,
         max_size_bytes: int | None = None,
+        shared_file: bool = False,
     ) -> None:
         if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
             raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {synchronous!r}")
@@ -556,6 +564,7 @@ class SqliteStorage:
         self.synchronous = synchronous.upper()
         self.busy_timeout = float(busy_timeout)
         self.max_batch = max_batch
+        self.shared_file = bool(shared_file)
         self._lock = threading.Lock()
         self._closed = False
         self._engine_obj = self._open()
@@ -571,7 +580,7 @@ class SqliteStorage:
         )
 
     def _on_open(self, conn: sqlite3.Connection) -> None:
-        open_database(conn, synchronous=self.synchronous)
+        open_database(conn, synchronous=self.synchronous, shared_file=self.shared_file)
         self._unlimited_pages = int(conn.execute("PRAGMA max_page_count").fetchone()[0])
         if self._max_size is not None:
             _apply_max_size(conn, self._max_size, self._unlimited_pages)
@@ -685,6 +694,19 @@ class SqliteStorage:
     def enqueue(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
         ids: list[tuple[int, bool]] = self._run(self._plan_enqueue(tasks, now))
         return ids
+
+    def enqueue_on(
+        self, connection: object, tasks: Sequence[NewTask], now: float
+    ) -> list[tuple[int, bool]]:
+        """:meth:`enqueue` through the caller's ``sqlite3.Connection`` to this
+        file, inside the transaction it has open (see outbox.py): committed
+        with it, gone if it rolls back. UnusableConnectionError for a
+        connection without a transaction, to another file, or whose
+        transaction predates the schema."""
+        engine = self._engine  # QueueClosedError once closed; the file's identity
+        check_connection(connection, engine.file_identity, self.path)
+        assert isinstance(connection, sqlite3.Connection)
+        return run_in_transaction(connection, _enqueue, tasks, now)
 
     def claim(
         self, request: ClaimRequest, now: float, completions: Sequence[Completion] = ()

@@ -1,0 +1,1 @@
+"""A small Django project for the backend's tests (settings and one app)."""
