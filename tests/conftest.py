@@ -9,6 +9,7 @@ Shared helpers live in ``support/``.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from support import Procs
 
 from task_queue import HandlerRegistry, ManualClock, TaskQueue
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A shell without job control starts background commands (`pytest &`,
+    # `bash .ci/run &`, nohup) with SIGINT and SIGQUIT ignored, and every
+    # process a test starts inherits that: a scenario then never sees the
+    # Ctrl-C it sends itself (the interrupted-enqueue test failed only when
+    # the suite ran in the background). Python's own default (the handler
+    # that raises KeyboardInterrupt, reset to SIG_DFL across exec) is what
+    # the signal tests are about, so start from it whatever the shell did.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 @pytest.fixture
