@@ -1,0 +1,1102 @@
+"""The PostgreSQL backend: each storage operation as a unit run on a pooled
+connection, in one transaction (or as one statement in autocommit, where
+one statement is the whole operation).
+
+A unit is a function ``fn(tx, ...)``; it runs only named statements from
+queries.sql. ``_run`` gives it a connection from the bounded pool for that
+one operation (callers never keep one: a handler thread holds none while
+its handler runs), commits, retries deadlocks and serialization failures
+(40P01, 40001) and lock timeouts (55P03) with backoff, then sends the
+debounced NOTIFY if the unit changed something others wait for.
+
+Why retries are safe here: a unit that failed wrote nothing (its
+transaction rolled back), and every write on a claim is fenced by its
+claim token, so doing it again can never record a stale holder's outcome.
+Deadlocks do happen: ``FOR UPDATE SKIP LOCKED`` skips rows that are locked,
+but still waits for a newer version of a row it already chose (a probe's
+one-statement complete-and-claim deadlocked), so connections set a short
+``lock_timeout`` and the storage retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from ...errors import (
+    DatabaseOpenError,
+    DuplicateTaskError,
+    NotAQueueDatabaseError,
+    QueueClosedError,
+    ReadOnlyDatabaseError,
+    StorageError,
+    TaskNotFoundError,
+)
+from ...limits import Limits
+from ...task import AttemptRecord, Claim, ScheduleInfo, Task, WorkerInfo
+from ..base import (
+    FINISHED,
+    ChangeFeed,
+    ClaimRequest,
+    Completion,
+    FailureRecord,
+    NewTask,
+    Owner,
+    Rescue,
+    ScheduleRow,
+    TaskFilter,
+)
+from ..rows import TASK_COLUMNS, claim_order, claimed_from_row, task_from_row
+from ..sqlfiles import load_migrations, load_queries
+from .clock import ServerClock
+from .errors import is_retried, typed
+from .notify import Feed, Listener, Notifier, listener, release_listener
+
+Q = load_queries("task_queue.storage.postgres")
+#: The schema migrations by the version they produce.
+MIGRATIONS = load_migrations("task_queue.storage.postgres")
+#: The schema this library writes: the last migration's number.
+SCHEMA_VERSION = max(MIGRATIONS)
+
+T = TypeVar("T")
+
+#: Conflicts (deadlock, serialization failure, lock timeout) are retried
+#: this many times, with jittered backoff, before DatabaseBusyError.
+RETRIES = 8
+#: A claim of a limited type looks at most this many of its due tasks.
+LIMITED_SCAN = 1000
+#: Rows per read of a long listing.
+LIST_PAGE = 500
+#: Workers not seen for this long are forgotten.
+FORGET_WORKERS_AFTER = 86_400.0
+#: A pooled connection idle for longer is checked before it is handed out
+#: (a server restart leaves every idle one dead).
+CHECK_IDLE_AFTER = 1.0
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+#: Connections abandoned by a child after fork(): never closed there (closing
+#: would end the parent's sessions on the shared sockets), never collected.
+_ABANDONED: list[Any] = []
+
+
+class _Again(Exception):
+    """A unit found a race it cannot settle inside its transaction (a
+    unique key taken between its check and its write): run it again."""
+
+
+class _Tx:
+    """What a unit works with: a cursor, and what it changed."""
+
+    __slots__ = ("changed", "counts", "cur")
+
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+        #: Something other processes may wait for changed (NOTIFY them).
+        self.changed = False
+        #: (queue, finished status) -> delta, written before the commit.
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def rows(self, name: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        self.cur.execute(Q[name], params or {})
+        return list(self.cur.fetchall()) if self.cur.description is not None else []
+
+    def one(self, name: str, params: Mapping[str, Any] | None = None) -> Any:
+        self.cur.execute(Q[name], params or {})
+        return self.cur.fetchone() if self.cur.description is not None else None
+
+    def count(self, queue: str, status: str, delta: int = 1) -> None:
+        key = (queue, status)
+        self.counts[key] = self.counts.get(key, 0) + delta
+
+    def flush_counts(self) -> None:
+        items = sorted((k, v) for k, v in self.counts.items() if v)
+        self.counts.clear()
+        if items:
+            self.cur.execute(
+                Q["count_finished"],
+                {
+                    "queues": [q for (q, _), _ in items],
+                    "statuses": [s for (_, s), _ in items],
+                    "deltas": [n for _, n in items],
+                },
+            )
+
+
+def _clean(text: str | None) -> str | None:
+    """Free text (errors, tracebacks, worker ids) for a text column:
+    PostgreSQL text cannot hold NUL, so it is written as the four
+    characters ``\\x00`` instead of failing the outcome it belongs to."""
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\\x00")
+
+
+def _check_new(t: NewTask, index: int) -> None:
+    for what, value in (("name", t.name), ("unique_key", t.unique_key),
+                        ("concurrency_key", t.concurrency_key)):  # fmt: skip
+        if value is not None and "\x00" in value:
+            raise ValueError(
+                f"task #{index}: {what} contains NUL, which PostgreSQL text cannot hold"
+            )
+
+
+# -- units ---------------------------------------------------------------------------
+
+
+def _plain(t: NewTask) -> bool:
+    return t.unique_key is None and not t.depends_on and not t.depends_on_batch
+
+
+def _enqueue(tx: _Tx, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
+    tx.changed = True
+    if len(tasks) > 1 and all(_plain(t) for t in tasks):
+        return [(task_id, True) for task_id in _enqueue_bulk(tx, tasks, now)]
+    ids: list[tuple[int, bool]] = []
+    for index, t in enumerate(tasks):
+        parents = list(dict.fromkeys([*t.depends_on, *(ids[i][0] for i in t.depends_on_batch)]))
+        params: dict[str, Any] = {
+            "name": t.name, "task_type": t.task_type, "payload": t.payload,
+            "priority": t.priority, "now": now, "scheduled_at": t.scheduled_at,
+            "max_retries": t.max_retries, "run_at": t.run_at, "timeout": t.timeout,
+            "unique_key": t.unique_key, "queue_name": t.queue_name, "meta": t.meta,
+            "concurrency_key": t.concurrency_key,
+            "status": "pending", "waiting_on": 0, "depends_on": None, "completed_at": None,
+            "error_message": None,
+        }  # fmt: skip
+        if parents:
+            params.update(_dependency_state(tx, parents, now, index))
+        ids.append(_insert_one(tx, params, parents))
+    return ids
+
+
+def _insert_one(tx: _Tx, params: dict[str, Any], parents: list[int]) -> tuple[int, bool]:
+    # ON CONFLICT DO NOTHING, then the holder looked up; a holder that
+    # finished in between (no live holder found) means: insert again.
+    for _ in range(10):
+        row = tx.one("insert_task", params)
+        if row is not None:
+            task_id = int(row[0])
+            if parents:
+                deps = {"task_id": task_id, "ids": parents}
+                tx.rows("insert_dependencies", deps)
+                tx.rows("mark_depended_on", deps)
+            if params["status"] == "cancelled":
+                tx.count(params["queue_name"], "cancelled")
+            return task_id, True
+        held = tx.one("find_live_unique", {"unique_key": params["unique_key"]})
+        if held is not None:
+            return int(held[0]), False
+    raise _Again("the holder of a unique_key kept changing")  # pragma: no cover
+
+
+def _dependency_state(tx: _Tx, parents: list[int], now: float, index: int) -> dict[str, Any]:
+    """Status and counters of a new task that waits for ``parents``, read
+    with the parents locked (FOR SHARE) until the enqueue commits."""
+    found = {int(i): s for i, s in tx.rows("dependency_states", {"ids": parents})}
+    missing = [p for p in parents if p not in found]
+    if missing:
+        raise TaskNotFoundError(
+            f"task #{index} depends on task(s) that do not exist: {missing[:10]}"
+        )
+    state: dict[str, Any] = {"depends_on": json.dumps(parents)}
+    doomed = [p for p in parents if found[p] in ("failed", "cancelled")]
+    if doomed:
+        why = f"cancelled: task {doomed[0]}, which it depends on, was {found[doomed[0]]}"
+        state.update(status="cancelled", completed_at=now, error_message=why)
+        return state
+    unfinished = sum(1 for p in parents if found[p] != "completed")
+    if unfinished:
+        state.update(status="waiting", waiting_on=unfinished)
+    return state
+
+
+def _enqueue_bulk(tx: _Tx, tasks: Sequence[NewTask], now: float) -> list[int]:
+    params = {
+        "now": now,
+        "names": [t.name for t in tasks],
+        "task_types": [t.task_type for t in tasks],
+        "payloads": [t.payload for t in tasks],
+        "priorities": [t.priority for t in tasks],
+        "scheduled_ats": [t.scheduled_at for t in tasks],
+        "max_retries": [t.max_retries for t in tasks],
+        "run_ats": [t.run_at for t in tasks],
+        "timeouts": [t.timeout for t in tasks],
+        "queue_names": [t.queue_name for t in tasks],
+        "metas": [t.meta for t in tasks],
+        "concurrency_keys": [t.concurrency_key for t in tasks],
+    }
+    ids = sorted(int(r[0]) for r in tx.rows("insert_tasks", params))
+    if len(ids) != len(tasks):  # pragma: no cover - every row inserts or the statement fails
+        raise RuntimeError(f"bulk insert returned {len(ids)} ids for {len(tasks)} tasks")
+    return ids
+
+
+def _claim(
+    tx: _Tx,
+    completions: Sequence[Completion],
+    now: float,
+    params: dict[str, Any],
+    limits: Mapping[str, Limits],
+) -> tuple[set[Claim], list[Any]]:
+    recorded = _complete(tx, completions, now) if completions else set()
+    statement = "claim" if params["queues"] is None else "claim_queues"
+    if not limits:
+        return recorded, tx.rows(statement, params)
+    rows: list[Any] = []
+    limit = params["limit"]
+    for task_type, limit_of in limits.items():
+        if len(rows) >= limit:
+            break
+        rows += _claim_limited(tx, task_type, limit_of, limit - len(rows), now, params)
+    types = params["types"]
+    free = None if types is None else [t for t in types if t not in limits]
+    if (free is None or free) and len(rows) < limit:
+        rest = {**params, "types": free, "limit": limit - len(rows)}
+        rows += tx.rows(statement, rest)
+    return recorded, rows
+
+
+def _claim_limited(
+    tx: _Tx,
+    task_type: str,
+    limits: Limits,
+    room: int,
+    now: float,
+    params: dict[str, Any],
+) -> list[Any]:
+    tokens = math.inf
+    if limits.rate is not None:
+        capacity, rate = limits.rate.capacity, limits.rate.rate
+        stored, updated_at = tx.one(
+            "rate_bucket", {"task_type": task_type, "capacity": capacity, "now": now}
+        )
+        tokens = min(capacity, stored + max(0.0, now - updated_at) * rate)
+        room = min(room, int(tokens))
+    if room < 1:
+        return []
+    if limits.concurrency is not None:
+        tx.rows("lock_concurrency", {"task_type": task_type})
+    scan = {"task_type": task_type, "now": now, "queues": params["queues"]}
+    scan["scan"] = room if limits.concurrency is None else LIMITED_SCAN
+    candidates = tx.rows("limited_candidates", scan)
+    if limits.concurrency is None:
+        ids = [task_id for task_id, _ in candidates]
+    else:
+        running = {k: int(n) for k, n in tx.rows("running_per_key", {"task_type": task_type})}
+        ids = []
+        for task_id, key in candidates:
+            if running.get(key, 0) < limits.concurrency:
+                running[key] = running.get(key, 0) + 1
+                ids.append(task_id)
+                if len(ids) >= room:
+                    break
+    if not ids:
+        return []
+    rows = tx.rows("claim_ids", {**params, "ids": ids})
+    if limits.rate is not None:
+        left = {"task_type": task_type, "tokens": tokens - len(rows), "now": now}
+        tx.rows("set_rate_bucket", left)
+    return rows
+
+
+def _complete(tx: _Tx, items: Sequence[Completion], now: float) -> set[Claim]:
+    # Sorted by id: concurrent batches lock their rows in one order.
+    ordered = sorted(items, key=lambda c: c.claim.task_id)
+    params = {
+        "now": now,
+        "ids": [c.claim.task_id for c in ordered],
+        "tokens": [c.claim.token for c in ordered],
+        "results": [c.result for c in ordered],
+    }
+    rows = tx.rows("complete_many", params)
+    if rows:
+        tx.changed = True
+    # Plain (id, token) tuples: equal to, and hashed like, the Claims.
+    return {(int(task_id), int(token)) for task_id, token in rows}  # type: ignore[misc]
+
+
+def _cancel_dependents(tx: _Tx, parent: int, status: str, now: float) -> None:
+    frontier = [(parent, status)]
+    while frontier:
+        task_id, why = frontier.pop()
+        params = {"parent": task_id, "status": why, "now": now}
+        for child, has_dependents, queue in tx.rows("cancel_dependents", params):
+            tx.count(queue, "cancelled")
+            if has_dependents:
+                frontier.append((int(child), "cancelled"))
+
+
+def _attempt(
+    tx: _Tx, task_id: int, attempt: int, worker_id: str | None, started_at: float | None,
+    now: float, outcome: str, error: str | None = None, error_class: str | None = None,
+    traceback: str | None = None,
+) -> None:  # fmt: skip
+    tx.rows(
+        "record_attempt",
+        {
+            "id": task_id, "attempt": attempt, "worker_id": worker_id, "started_at": started_at,
+            "now": now, "outcome": outcome, "error": _clean(error), "error_class": error_class,
+            "traceback": _clean(traceback),
+        },
+    )  # fmt: skip
+
+
+def _fail(tx: _Tx, claim: Claim, failure: FailureRecord, now: float) -> bool:
+    held = tx.one("lock_held", {"id": claim.task_id, "token": claim.token})
+    if held is None:
+        return False
+    attempts, worker_id, started_at, _, queue = held
+    outcome = "failed" if failure.retry_in is None else "retried"
+    _attempt(tx, claim.task_id, attempts, worker_id, started_at, now, outcome, failure.error,
+             failure.error_class, failure.traceback)  # fmt: skip
+    params: dict[str, Any] = {
+        "id": claim.task_id, "token": claim.token, "now": now,
+        "error": _clean(failure.error), "traceback": _clean(failure.traceback),
+    }  # fmt: skip
+    tx.changed = True
+    if failure.retry_in is None:
+        row = tx.one("fail_final", params)
+        if row is not None:
+            tx.count(queue, "failed")
+            if row[1]:
+                _cancel_dependents(tx, claim.task_id, "failed", now)
+        return row is not None
+    params["run_at"] = now + max(0.0, failure.retry_in)
+    return tx.one("fail_retry", params) is not None
+
+
+def _release(tx: _Tx, claims: Sequence[Claim]) -> list[Claim]:
+    ordered = sorted(claims)
+    params = {"ids": [c.task_id for c in ordered], "tokens": [c.token for c in ordered]}
+    done = {(int(i), int(t)) for i, t in tx.rows("release_tasks", params)}
+    if done:
+        tx.changed = True
+    return [c for c in claims if (c.task_id, c.token) in done]
+
+
+def _renew(tx: _Tx, claims: Sequence[Claim], expires: float) -> set[Claim]:
+    ordered = sorted(claims)
+    params = {
+        "ids": [c.task_id for c in ordered],
+        "tokens": [c.token for c in ordered],
+        "lease_expires_at": expires,
+    }
+    return {Claim(int(i), int(t)) for i, t in tx.rows("renew_leases", params)}
+
+
+def _rescue(tx: _Tx, rescues: Sequence[Rescue], now: float) -> list[tuple[int, str]]:
+    applied = []
+    for r in sorted(rescues, key=lambda r: r.claim.task_id):
+        held = tx.one("lock_held", {"id": r.claim.task_id, "token": r.claim.token})
+        if held is None or held[3] != r.lease_expires_at:
+            continue  # no longer the claim the rescuer found
+        attempts, worker_id, started_at, _, queue = held
+        _attempt(tx, r.claim.task_id, attempts, worker_id, started_at, now, "lost", r.error)
+        params: dict[str, Any] = {
+            "id": r.claim.task_id, "token": r.claim.token, "now": now, "error": _clean(r.error),
+            "lease_expires_at": r.lease_expires_at,
+        }  # fmt: skip
+        if r.retry_in is None:
+            row = tx.one("rescue_final", params)
+        else:
+            params["run_at"] = now + max(0.0, r.retry_in)
+            row = tx.one("rescue_retry", params)
+        if row is not None:
+            tx.changed = True
+            applied.append((int(row[0]), str(row[1])))
+            if row[1] == "failed":
+                tx.count(queue, "failed")
+                if row[2]:
+                    _cancel_dependents(tx, int(row[0]), "failed", now)
+    return applied
+
+
+def _cancel(tx: _Tx, task_id: int, now: float) -> bool:
+    row = tx.one("lock_task", {"id": task_id})
+    if row is None:
+        raise TaskNotFoundError(f"no task with id {task_id}")
+    status, attempts, worker_id, started_at, _ = row
+    if status not in ("pending", "running", "waiting"):
+        return False
+    if status == "running":
+        # The running attempt ends here (its late result will be fenced out).
+        _attempt(tx, task_id, attempts, worker_id, started_at, now, "cancelled")
+    done = tx.one("cancel_task", {"id": task_id, "now": now})
+    if done is None:  # pragma: no cover - the row is locked
+        return False
+    tx.changed = True
+    tx.count(done[2], "cancelled")
+    if done[1]:
+        _cancel_dependents(tx, task_id, "cancelled", now)
+    return True
+
+
+def _retry(tx: _Tx, task_id: int, now: float) -> bool:
+    import psycopg.errors
+
+    try:
+        with tx.cur.connection.transaction():  # a savepoint: the error is ours to turn
+            row = tx.one("retry_task", {"id": task_id, "now": now})
+    except psycopg.errors.UniqueViolation as exc:
+        raise DuplicateTaskError(
+            f"task {task_id} cannot be retried: another live task holds its unique_key"
+        ) from exc
+    if row is not None:
+        tx.changed = True
+        tx.count(row[2], row[1], -1)
+        return True
+    if tx.one("task_status", {"id": task_id}) is None:
+        raise TaskNotFoundError(f"no task with id {task_id}")
+    return False
+
+
+def _retry_many(tx: _Tx, task_ids: Sequence[int], now: float) -> list[int]:
+    import psycopg.errors
+
+    try:
+        rows = tx.rows("retry_tasks", {"ids": list(task_ids), "now": now})
+    except psycopg.errors.UniqueViolation as exc:
+        raise _Again("a unique_key was taken meanwhile") from exc
+    for _, old_status, queue in rows:
+        tx.count(queue, old_status, -1)
+    if rows:
+        tx.changed = True
+    return sorted(int(r[0]) for r in rows)
+
+
+def _expired(tx: _Tx, now: float, dead: Sequence[Owner]) -> list[Any]:
+    rows = tx.rows("expired_claims", {"now": now})
+    if dead:
+        seen = {row[0] for row in rows}
+        params = {"hosts": [o.host for o in dead], "pids": [o.pid for o in dead]}
+        rows += [row for row in tx.rows("dead_owner_claims", params) if row[0] not in seen]
+    return rows
+
+
+def _declare(tx: _Tx, rows: Sequence[ScheduleRow], now: float) -> None:
+    for row in rows:
+        tx.rows(
+            "declare_schedule",
+            {
+                "name": row.name, "task_type": row.task_type, "expression": row.expression,
+                "queue_name": row.queue_name, "misfire": row.misfire,
+                "next_fire": row.next_fire, "now": now,
+            },
+        )  # fmt: skip
+
+
+def _fire(
+    tx: _Tx,
+    name: str,
+    slots: Sequence[tuple[float, NewTask]],
+    next_fire: float,
+    now: float,
+) -> list[tuple[float, int]]:
+    # Under the schedule's advisory lock: whoever fires a slot first, the
+    # others see it (and the unique slot record backs it up).
+    _, last = tx.one("lock_schedule", {"name": name})
+    fired: list[tuple[float, int]] = []
+    for slot, task in slots:
+        if last is not None and slot <= last:
+            continue
+        if tx.one("slot_taken", {"name": name, "slot": slot}) is not None:
+            continue
+        [(task_id, _)] = _enqueue(tx, [task], now)
+        tx.rows("record_slot", {"name": name, "slot": slot, "task_id": task_id})
+        fired.append((slot, task_id))
+    if fired:
+        slot, task_id = fired[-1]
+        params = {"name": name, "slot": slot, "task_id": task_id, "next_fire": next_fire}
+        tx.rows("advance_schedule", params)
+        tx.rows("prune_slots", {"name": name})
+    else:
+        tx.changed = False
+    return fired
+
+
+def _worker_seen(tx: _Tx, params: dict[str, Any]) -> None:
+    tx.rows("worker_seen", params)
+    tx.rows("forget_workers", {"before": params["now"] - FORGET_WORKERS_AFTER})
+
+
+def _migrate(conn: Any, schema_name: str | None) -> None:
+    """Create or upgrade the schema, once however many processes open it at
+    once: under an advisory lock (per schema), in one transaction."""
+    with conn.transaction():
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('task_queue.migrate'),"
+            " hashtext(coalesce(%s, current_schema(), '')))",
+            (schema_name,),
+        )
+        if schema_name is not None:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        if schema is None:
+            raise DatabaseOpenError("no schema to create the queue in (check search_path)")
+        has_log, has_tasks = conn.execute(
+            "SELECT to_regclass(quote_ident(current_schema()) || '.task_queue_migrations')"
+            " IS NOT NULL, to_regclass(quote_ident(current_schema()) || '.tasks') IS NOT NULL"
+        ).fetchone()
+        if not has_log:
+            if has_tasks:
+                raise NotAQueueDatabaseError(
+                    f"schema {schema!r} holds a tasks table that is not task_queue's; left "
+                    "untouched (give another schema)"
+                )
+            conn.execute(
+                "CREATE TABLE task_queue_migrations ("
+                " version integer PRIMARY KEY,"
+                " applied_at double precision NOT NULL,"
+                " pid integer NOT NULL)"
+            )
+        applied = {int(v) for (v,) in conn.execute("SELECT version FROM task_queue_migrations")}
+        newest = max(applied, default=0)
+        if newest > SCHEMA_VERSION:
+            raise NotAQueueDatabaseError(
+                f"the database has schema version {newest}, newer than this library "
+                f"understands ({SCHEMA_VERSION}); upgrade task_queue"
+            )
+        for version in sorted(set(MIGRATIONS) - applied):
+            conn.execute(MIGRATIONS[version])
+            conn.execute(
+                "INSERT INTO task_queue_migrations (version, applied_at, pid)"
+                " VALUES (%s, extract(epoch FROM clock_timestamp()), %s)",
+                (version, os.getpid()),
+            )
+        columns = tuple(
+            name
+            for (name,) in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'tasks'::regclass"
+                " AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+            )
+        )
+    if columns != TASK_COLUMNS:
+        raise NotAQueueDatabaseError(
+            f"the tasks table has unexpected columns {columns}; refusing to use it"
+        )
+
+
+class PostgresStorage:
+    """The :class:`~task_queue.storage.base.Storage` on a PostgreSQL database.
+
+    dsn: a libpq connection string or URI (``postgresql://user@host/db``).
+    schema: the schema holding the queue's tables (created if missing;
+        default: the first of the connection's search_path, normally
+        ``public``). Queues in different schemas are independent.
+    pool_size: most connections this object opens for callers (each
+        operation borrows one for its own length only; a Worker process
+        needs about 2 + its Workers' dispatchers, see README "Running on
+        PostgreSQL"). One more, dedicated, connection LISTENs once a change
+        feed is asked for (one per process, shared).
+    pool_timeout: seconds an operation waits for a free connection (or the
+        server) before StorageError.
+    lock_timeout: seconds a statement waits for a row lock before it is
+        retried (conflicts are retried, then DatabaseBusyError).
+    idle_in_transaction_timeout: sessions of this object idle inside a
+        transaction longer are ended by the server (a guard: the storage's
+        own transactions never idle). None: the server's setting.
+
+    Times: the contract's ``now`` arguments are stored as given; TaskQueue
+    takes them from :meth:`server_clock`, the database server's clock.
+    psycopg 3 and psycopg_pool are needed (``pip install task_queue[postgres]``),
+    imported only when a PostgresStorage is made.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 8,
+        pool_timeout: float = 10.0,
+        lock_timeout: float = 2.0,
+        idle_in_transaction_timeout: float | None = 60.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        try:
+            import psycopg
+            import psycopg_pool
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError(
+                "PostgresStorage needs psycopg 3 and psycopg_pool: "
+                "pip install 'task_queue[postgres]'"
+            ) from exc
+        if not isinstance(dsn, str) or not dsn:
+            raise ValueError(f"dsn must be a non-empty connection string, got {dsn!r}")
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(
+                f"schema must be 1-48 letters, digits and _ (not starting with a digit), "
+                f"got {schema!r}"
+            )
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"pool_size must be an int >= 1, got {pool_size!r}")
+        self.dsn = dsn
+        self.schema = schema
+        self.pool_size = pool_size
+        self._psycopg = psycopg
+        self._pool_cls = psycopg_pool.ConnectionPool
+        self._pool_timeout_error: type[Exception] = psycopg_pool.PoolTimeout
+        self._pool_timeout = float(pool_timeout)
+        self._connect_timeout = float(connect_timeout)
+        settings = {"lock_timeout": f"{int(lock_timeout * 1000)}ms"}
+        if idle_in_transaction_timeout is not None:
+            settings["idle_in_transaction_session_timeout"] = (
+                f"{int(idle_in_transaction_timeout * 1000)}ms"
+            )
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._closed = False
+        self._own_pids: set[int] = set()
+        self._listener: Listener | None = None
+        self._feeds: list[Feed] = []
+        self._pid = os.getpid()
+        self._channel = ""
+        self._pool = self._open_pool()
+        self._notifier = Notifier(self._notify_now)
+        self._clock = ServerClock(self._sample_clock)
+
+    # -- connections ----------------------------------------------------------------
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "autocommit": True,
+            "connect_timeout": max(1, int(self._connect_timeout)),
+            "application_name": "task_queue",
+        }
+
+    def _configure(self, conn: Any) -> None:
+        if self.schema is not None:
+            conn.execute("SELECT set_config('search_path', %s, false)", (f'"{self.schema}"',))
+        for name, value in self._settings.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+        self._own_pids.add(int(conn.info.backend_pid))
+
+    def _check(self, conn: Any) -> None:
+        used = getattr(conn, "_task_queue_used", None)
+        if used is None or time.monotonic() - used > CHECK_IDLE_AFTER:
+            self._pool_cls.check_connection(conn)
+
+    def _open_pool(self) -> Any:
+        pool = self._pool_cls(
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            kwargs=self._connect_kwargs(),
+            configure=self._configure,
+            check=self._check,
+            open=False,
+            timeout=self._pool_timeout,
+            name="task_queue",
+            reconnect_timeout=3600.0,
+        )
+        try:
+            pool.open(wait=True, timeout=self._connect_timeout)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                pool.close(timeout=0)
+            raise DatabaseOpenError(f"cannot connect to PostgreSQL ({exc})") from exc
+        try:
+            with pool.connection() as conn:
+                _migrate(conn, self.schema)
+                schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        except StorageError:
+            pool.close(timeout=0)
+            raise
+        except self._psycopg.Error as exc:
+            pool.close(timeout=0)
+            raise typed(exc, "creating the schema") from exc
+        self._channel = f"task_queue_{schema}"[:63]
+        return pool
+
+    def _pool_now(self) -> Any:
+        if self._pid != os.getpid():
+            # A child after fork(): the parent's connections (and threads)
+            # are not ours. Abandon them unclosed and open our own.
+            with self._lock:
+                if self._closed:
+                    raise QueueClosedError("the TaskQueue is closed")
+                if self._pid != os.getpid():
+                    _ABANDONED.append(self._pool)
+                    self._lock = threading.Lock()
+                    self._listener = None
+                    self._feeds = []
+                    self._own_pids = set()
+                    self._notifier = Notifier(self._notify_now)
+                    self._pool = self._open_pool()
+                    self._pid = os.getpid()
+        if self._closed:
+            raise QueueClosedError("the TaskQueue is closed")
+        return self._pool
+
+    def _run(self, what: str, fn: Callable[..., T], *args: Any, transaction: bool = True,
+             readonly: bool = False) -> T:  # fmt: skip
+        """Run unit ``fn`` on a pooled connection (see the module docstring)."""
+        psycopg = self._psycopg
+        attempt = 0
+        while True:
+            pool = self._pool_now()
+            committing = False
+            try:
+                with pool.connection() as conn:
+                    tx = _Tx(conn.cursor())
+                    try:
+                        if transaction:
+                            with conn.transaction():
+                                result = fn(tx, *args)
+                                tx.flush_counts()
+                                committing = True
+                        else:
+                            committing = not readonly
+                            result = fn(tx, *args)
+                            tx.flush_counts()
+                    finally:
+                        conn._task_queue_used = time.monotonic()
+                    if tx.changed and self._notifier.now_or_later():
+                        self._notify(conn)
+                    return result
+            except self._pool_timeout_error as exc:
+                raise StorageError(
+                    f"PostgreSQL: {what}: no connection within {self._pool_timeout:g}s ({exc})"
+                ) from exc
+            except _Again:
+                if attempt >= RETRIES:
+                    raise StorageError(f"PostgreSQL: {what} kept racing; try again") from None
+            except psycopg.Error as exc:
+                broken = isinstance(exc, psycopg.OperationalError) and not is_retried(exc)
+                if is_retried(exc) and attempt < RETRIES:
+                    pass
+                elif broken and not committing and attempt < 2:
+                    pass  # the connection died before anything could commit
+                else:
+                    raise typed(exc, what) from exc
+            attempt += 1
+            time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
+
+    def _notify(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            conn.execute(Q["notify"], {"channel": self._channel})
+
+    def _notify_now(self) -> None:
+        with self._pool_now().connection() as conn:
+            self._notify(conn)
+
+    def _sample_clock(self) -> tuple[float, float, float]:
+        with self._pool_now().connection() as conn:
+            before = time.time()
+            (server,) = conn.execute(Q["server_time"]).fetchone()
+            after = time.time()
+        return before, float(server), after
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return self._run("a read", fn, *args, transaction=False, readonly=True)
+
+    def _rows(self, name: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        return self._read(lambda tx: tx.rows(name, params))
+
+    def _scalar(self, name: str, params: Mapping[str, Any] | None = None) -> Any:
+        row = self._read(lambda tx: tx.one(name, params))
+        return None if row is None else row[0]
+
+    def _write1(self, name: str, params: Mapping[str, Any], *, changes: bool = False) -> list[Any]:
+        """One statement that is the whole operation (autocommit)."""
+
+        def unit(tx: _Tx) -> list[Any]:
+            rows = tx.rows(name, params)
+            tx.changed = changes and bool(rows)
+            return rows
+
+        return self._run(name, unit, transaction=False)
+
+    # -- capabilities ----------------------------------------------------------------
+    def server_clock(self) -> ServerClock:
+        """The database server's clock (see :mod:`.clock`): TaskQueue uses it
+        for every "now" when it was given no clock."""
+        return self._clock
+
+    # -- writes -------------------------------------------------------------------------
+    def enqueue(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
+        for index, task in enumerate(tasks):
+            _check_new(task, index)
+        if not tasks:
+            self._pool_now()
+            return []
+        # One task without dependencies is one INSERT (maybe and a read):
+        # atomic as it is. Batches and dependencies need a transaction.
+        several = len(tasks) > 1 or bool(tasks[0].depends_on)
+        return self._run("enqueue", _enqueue, list(tasks), now, transaction=several)
+
+    def claim(
+        self, request: ClaimRequest, now: float, completions: Sequence[Completion] = ()
+    ) -> tuple[set[Claim], list[Task]]:
+        lease_expires_at = now + request.lease_seconds
+        params = {
+            "worker_id": _clean(request.worker_id), "now": now,
+            "lease_expires_at": lease_expires_at, "token": request.token,
+            "limit": request.limit,
+            "types": None if request.task_types is None else list(request.task_types),
+            "queues": None if request.queues is None else list(request.queues),
+            "owner_host": request.owner.host, "owner_pid": request.owner.pid,
+        }  # fmt: skip
+        limits = dict(request.limits or {})
+        several = bool(completions) or bool(limits)
+        recorded, rows = self._run(
+            "claim", _claim, list(completions), now, params, limits, transaction=several
+        )
+        tasks = [
+            claimed_from_row(
+                r,
+                worker_id=request.worker_id,
+                now=now,
+                lease_expires_at=lease_expires_at,
+                token=request.token,
+                owner_host=request.owner.host,
+                owner_pid=request.owner.pid,
+            )
+            for r in rows
+        ]
+        return recorded, claim_order(tasks)
+
+    def complete(self, completions: Sequence[Completion], now: float) -> set[Claim]:
+        self._pool_now()
+        if not completions:
+            return set()
+        # One statement (dependents released and counts kept in it too).
+        return self._run("complete", _complete, list(completions), now, transaction=False)
+
+    def set_progress(self, items: Sequence[tuple[Claim, str]]) -> set[Claim]:
+        self._pool_now()
+        if not items:
+            return set()
+        params = {
+            "ids": [c.task_id for c, _ in items],
+            "tokens": [c.token for c, _ in items],
+            "progress": [text for _, text in items],
+        }
+        return {Claim(int(i), int(t)) for i, t in self._write1("set_progress", params)}
+
+    def fail(self, claim: Claim, failure: FailureRecord, now: float) -> bool:
+        return self._run("fail", _fail, claim, failure, now)
+
+    def release(self, claims: Sequence[Claim]) -> list[Claim]:
+        self._pool_now()
+        if not claims:
+            return []
+        return self._run("release", _release, list(claims), transaction=False)
+
+    def renew(self, claims: Sequence[Claim], now: float, lease_seconds: float) -> set[Claim]:
+        self._pool_now()
+        if not claims:
+            return set()
+        return self._run("renew", _renew, list(claims), now + lease_seconds, transaction=False)
+
+    def rescue(self, rescues: Sequence[Rescue], now: float) -> list[tuple[int, str]]:
+        self._pool_now()
+        if not rescues:
+            return []
+        return self._run("rescue", _rescue, list(rescues), now)
+
+    def cancel(self, task_id: int, now: float) -> bool:
+        return self._run("cancel", _cancel, task_id, now)
+
+    def retry(self, task_id: int, now: float) -> bool:
+        return self._run("retry", _retry, task_id, now)
+
+    def retry_many(self, task_ids: Sequence[int], now: float) -> list[int]:
+        if not task_ids:
+            self._pool_now()
+            return []
+        return self._run("retry_many", _retry_many, list(task_ids), now)
+
+    def purge(self, statuses: Sequence[str], before: float, limit: int) -> int:
+        params = {"statuses": list(statuses), "before": before, "limit": limit}
+        return int(self._write1("purge_finished", params)[0][0])
+
+    def check_writable(self) -> None:
+        writable, standby = self._rows("probe_write")[0]
+        if standby:
+            raise ReadOnlyDatabaseError("PostgreSQL: the server is a standby (read-only)")
+        if not writable:
+            raise ReadOnlyDatabaseError("PostgreSQL: the session is read-only")
+
+    def declare_schedules(self, schedules: Sequence[ScheduleRow], now: float) -> None:
+        if schedules:
+            self._run("declare_schedules", _declare, list(schedules), now)
+
+    def last_slot(self, name: str) -> float | None:
+        value = self._scalar("schedule_last_slot", {"name": name})
+        return None if value is None else float(value)
+
+    def fire_slots(
+        self, name: str, slots: Sequence[tuple[float, NewTask]], next_fire: float, now: float
+    ) -> list[tuple[float, int]]:
+        if not slots:
+            return []
+        for index, (_, task) in enumerate(slots):
+            _check_new(task, index)
+        return self._run("fire_slots", _fire, name, list(slots), next_fire, now)
+
+    def schedules(self) -> list[ScheduleInfo]:
+        return [ScheduleInfo(*row) for row in self._rows("list_schedules")]
+
+    def worker_seen(self, worker: WorkerInfo, now: float) -> None:
+        params = {
+            "worker_id": _clean(worker.worker_id), "name": _clean(worker.name),
+            "host": worker.host, "pid": worker.pid, "queues": worker.queues,
+            "concurrency": worker.concurrency, "started_at": worker.started_at, "now": now,
+            "stopped_at": worker.stopped_at, "processed": worker.processed,
+            "failed": worker.failed,
+        }  # fmt: skip
+        self._run("worker_seen", _worker_seen, params, transaction=False)
+
+    def workers(self, since: float) -> list[WorkerInfo]:
+        return [WorkerInfo(*row) for row in self._rows("workers_seen", {"since": since})]
+
+    def throughput(self, since: float, bucket: float) -> list[tuple[float, str, int]]:
+        rows = self._rows("throughput", {"since": since, "bucket": bucket})
+        return [(float(at), str(status), int(n)) for at, status, n in rows]
+
+    def oldest_due(self, now: float) -> float | None:
+        value = self._scalar("oldest_due", {"now": now})
+        return None if value is None else float(value)
+
+    def pause(self, queue_name: str, now: float) -> None:
+        def unit(tx: _Tx) -> None:
+            tx.rows("pause_queue", {"queue_name": queue_name, "now": now})
+            tx.changed = True  # Workers elsewhere give back what they prefetched
+
+        self._run("pause", unit, transaction=False)
+
+    def resume(self, queue_name: str) -> bool:
+        return bool(self._write1("resume_queue", {"queue_name": queue_name}, changes=True))
+
+    def paused(self) -> set[str]:
+        return {name for (name,) in self._rows("paused_queues")}
+
+    # -- reads -------------------------------------------------------------------------
+    def get(self, task_id: int) -> Task | None:
+        rows = self._rows("get_task", {"id": task_id})
+        return task_from_row(rows[0]) if rows else None
+
+    def attempts(self, task_id: int) -> list[AttemptRecord]:
+        return [AttemptRecord(*row) for row in self._rows("task_attempts", {"id": task_id})]
+
+    def get_many(self, task_ids: Sequence[int]) -> list[Task]:
+        rows = self._rows("get_tasks", {"ids": list(task_ids)})
+        by_id = {row[0]: row for row in rows}
+        return [task_from_row(by_id[i]) for i in dict.fromkeys(task_ids) if i in by_id]
+
+    def finished_among(self, task_ids: Sequence[int]) -> tuple[list[Task], list[int]]:
+        rows = self._rows("finished_among", {"ids": list(task_ids)})
+        finished = [task_from_row(row[1:]) for row in rows if row[1] is not None]
+        missing = [int(row[0]) for row in rows if row[1] is None]
+        return finished, missing
+
+    def list_tasks(self, where: TaskFilter, limit: int, after: Task | None = None) -> list[Task]:
+        finished = where.status in FINISHED
+        params: dict[str, Any] = {
+            "status": where.status, "task_type": where.task_type, "queue_name": where.queue_name,
+            "before_id": 2**63 - 1 if after is None else after.id,
+            "before_at": math.inf if after is None or after.completed_at is None
+            else after.completed_at,
+            "limit": limit,
+        }  # fmt: skip
+        rows = self._rows("list_finished" if finished else "list_newest", params)
+        return [task_from_row(r) for r in rows]
+
+    def list_by_status(self, status: str, limit: int) -> list[Task]:
+        where = TaskFilter(status=status)
+        tasks: list[Task] = []
+        while len(tasks) < limit:
+            want = min(LIST_PAGE, limit - len(tasks))
+            page = self.list_tasks(where, want, tasks[-1] if tasks else None)
+            tasks.extend(page)
+            if len(page) < want:
+                break
+        return tasks
+
+    def counts(self, queue_name: str | None = None) -> dict[str, int]:
+        per_queue = self.queue_counts()
+        if queue_name is not None:
+            return per_queue.get(queue_name, {})
+        total: dict[str, int] = {}
+        for counts in per_queue.values():
+            for status, n in counts.items():
+                total[status] = total.get(status, 0) + n
+        return total
+
+    def queue_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for queue_name, status, n in self._rows("queue_counts"):
+            counts.setdefault(queue_name, {})[status] = int(n)
+        return counts
+
+    def next_due(self, now: float) -> float | None:
+        value = self._scalar("next_due", {"now": now})
+        return None if value is None else float(value)
+
+    def due_by_type(self, now: float, queues: Sequence[str] | None = None) -> dict[str, int]:
+        params = {"now": now, "queues": None if queues is None else list(queues)}
+        return {task_type: int(n) for task_type, n in self._rows("due_by_type", params)}
+
+    def expired(self, now: float, *, dead_owners: Sequence[Owner] = ()) -> list[Task]:
+        return [task_from_row(r) for r in self._read(_expired, now, list(dead_owners))]
+
+    def claim_owners(self, host: str) -> list[int]:
+        return [int(pid) for (pid,) in self._rows("local_owners", {"owner_host": host})]
+
+    # -- change feed and lifecycle ---------------------------------------------------------
+    def _check_open(self) -> None:
+        self._pool_now()
+
+    def _listen_connect(self) -> Any:
+        conn = self._psycopg.connect(self.dsn, **self._connect_kwargs())
+        return conn
+
+    def change_feed(self) -> ChangeFeed:
+        self._pool_now()
+        with self._lock:
+            if self._listener is None:
+                self._listener = listener(self.dsn, self._channel, self._listen_connect)
+                # Commits after this call must be news: LISTEN first.
+                self._listener.wait_connected(self._connect_timeout)
+            feed = Feed(self._listener, self._own_pids.__contains__, self._check_open)
+            self._feeds.append(feed)
+        return feed
+
+    @property
+    def listener_backend_pid(self) -> int | None:
+        """The backend pid of this process's LISTEN connection, once a feed
+        was asked for (for operators and fault tests)."""
+        return None if self._listener is None else self._listener.backend_pid
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            used, self._listener = self._listener, None
+            feeds, self._feeds = self._feeds, []
+        if self._pid != os.getpid():
+            return  # the parent's, see _pool_now
+        self._notifier.close()
+        for feed in feeds:
+            feed.close()
+        if used is not None:
+            release_listener(self.dsn, self._channel, used)
+        self._pool.close(timeout=5.0)
+
+    def __repr__(self) -> str:
+        schema = "" if self.schema is None else f", schema={self.schema!r}"
+        return f"PostgresStorage({_redacted(self.dsn)!r}{schema})"
+
+
+def _redacted(dsn: str) -> str:
+    """The DSN without its password (for reprs and logs)."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"password=\S+", "password=***", dsn))
