@@ -138,3 +138,21 @@ class TaskFailedError(TaskQueueError):
         self.traceback = traceback
         #: The failed Task.
         self.task = task
+
+
+# How a writer that retries (a Worker's recorder and dispatcher) tells a
+# fault that may clear (busy, disk full, read-only, I/O) from one that
+# cannot. Storage backends translate their errors into these classes.
+
+#: Nothing more can be read or written through this TaskQueue: a Worker
+#: stops instead of retrying every few seconds forever, looking alive.
+UNUSABLE_STORAGE: tuple[type[StorageError], ...] = (
+    QueueClosedError,
+    DatabaseReplacedError,
+    UnsafeDatabaseFileError,
+    NotAQueueDatabaseError,
+)
+
+#: The data of one write is refused for good, not the database: retrying
+#: the same write cannot succeed, other writes can.
+UNSTORABLE: tuple[type[TaskQueueError], ...] = (StatementTooLargeError, PayloadError)

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from ..clock import JumpDetector
-from ..errors import QueueClosedError, StorageError
+from ..errors import UNSTORABLE, UNUSABLE_STORAGE, StorageError
 from ..events import Event, EventKind
 from ..limits import Limits
 from ..maintenance import MaintenanceService
@@ -52,11 +52,12 @@ class Dispatcher:
         ledger: InFlight,
         recorder: Recorder,
         services: Sequence[MaintenanceService],
-        on_closed: Callable[[], None],
+        on_closed: Callable[[StorageError], None],
         on_heartbeat: Callable[[], None] = lambda: None,
     ) -> None:
-        """``on_closed()`` is called once if the TaskQueue turns out closed
-        (nothing can be claimed or renewed any more: the worker must stop)."""
+        """``on_closed(error)`` is called once if the storage turns out
+        unusable (closed, the file deleted or replaced: nothing can be
+        claimed or renewed any more, the worker must stop)."""
         self._name = name
         self._on_closed = on_closed
         self._on_heartbeat = on_heartbeat
@@ -125,10 +126,11 @@ class Dispatcher:
             return now + 3600.0
         try:
             next_at = self._step(now)
-        except QueueClosedError:
-            # Permanent: retrying would spin forever on a closed queue.
+        except UNUSABLE_STORAGE as exc:
+            # Permanent (closed, or the file deleted or replaced): retrying
+            # would spin forever.
             self._closed = True
-            self._on_closed()
+            self._on_closed(exc)
             return now + 3600.0
         except StorageError as exc:
             self._backoff = min(5.0, max(0.05, self._backoff * 2))
@@ -266,6 +268,17 @@ class Dispatcher:
             tasks = self._queue.complete_and_claim(
                 [(o.task, o.result) for o in lent], limit, worker_id=self._worker_id,
                 task_types=types, queues=self._options.queues, limits=limits,
+            )  # fmt: skip
+        except UNSTORABLE:
+            if not lent:
+                raise
+            # A completion the storage refuses for good: the recorder sorts
+            # it out; the claim itself is not at fault and goes on alone.
+            self._recorder.give_back(lent)
+            lent = []
+            tasks = self._queue.complete_and_claim(
+                [], limit, worker_id=self._worker_id, task_types=types,
+                queues=self._options.queues, limits=limits,
             )  # fmt: skip
         except BaseException:
             self._recorder.give_back(lent)

@@ -11,7 +11,11 @@ Nothing is acknowledged to anyone before it is committed. When a write
 fails for the storage's own reasons (disk full, database busy past the
 timeout), the task is not at fault: the outcomes are kept, their claims
 stay renewed by the heartbeat, and the write is retried with backoff until
-the fault clears. One outcome's error never affects another's.
+the fault clears. One outcome's error never affects another's: a
+completion the storage refuses for good (a result too large for it) is
+split from its batch and recorded as a failed attempt instead, and a
+storage that cannot be used any more (closed, the file deleted or
+replaced) ends the writing, since retrying could only spin.
 
 The dispatcher also borrows the waiting completions (:meth:`Recorder.lend`)
 to write them in the same transaction as its next claim: one commit
@@ -32,9 +36,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import QueueClosedError, StorageError, TaskNotFoundError
+from ..errors import UNSTORABLE, UNUSABLE_STORAGE, StorageError, TaskNotFoundError
 from ..progress import WRITE_INTERVAL
 from ..queue import TaskQueue
+from ..registry import HandlerRegistry
 from ..storage.base import FailureRecord
 from ..task import Claim, Task
 
@@ -77,8 +82,18 @@ def give_back(queue: TaskQueue, tasks: Iterable[Task], why: str, who: str) -> No
 class Recorder:
     """The outcome-writing thread of one Worker."""
 
-    def __init__(self, queue: TaskQueue, name: str, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self,
+        queue: TaskQueue,
+        name: str,
+        handlers: HandlerRegistry | None = None,
+        max_backoff: float = 5.0,
+    ) -> None:
+        """``handlers`` give the retry policy of a completion that turns
+        into a failed attempt (the queue's defaults without them)."""
         self._queue = queue
+        self._handlers = handlers
+        self._name = name
         self._max_backoff = max_backoff
         self._cond = threading.Condition()
         self._todo: list[Outcome] = []
@@ -194,17 +209,19 @@ class Recorder:
                 self._write_progress(reports)
                 self._write(self._writing)
                 backoff = 0.0
-            except QueueClosedError:
-                # Permanent: nothing can be written any more. The tasks come
-                # back through lease expiry (at least once).
+            except UNUSABLE_STORAGE as exc:
+                # Nothing can be written any more. The tasks come back
+                # through lease expiry (at least once).
                 with self._cond:
                     lost = len(self._writing) + len(self._todo)
                     self._writing, self._todo = [], []
                     self._gave_up = True
                 LOGGER.error(
-                    "the TaskQueue was closed: %d outcome(s) not recorded; their tasks run "
-                    "again after their leases expire",
+                    "%s: %d outcome(s) not recorded (%s); their tasks run again after "
+                    "their leases expire",
+                    self._name,
                     lost,
+                    exc,
                 )
                 return
             except StorageError as exc:
@@ -243,8 +260,15 @@ class Recorder:
         after a StorageError repeats nothing."""
         completions = [o for o in batch if o.failure is None]
         if completions:
-            self._queue.complete_many([(o.task, o.result) for o in completions])
-            batch[:] = [o for o in batch if o.failure is not None]
+            try:
+                self._queue.complete_many([(o.task, o.result) for o in completions])
+            except UNSTORABLE as exc:
+                if len(completions) == 1:
+                    self._refused(completions[0], exc)
+                else:
+                    self._complete_each(completions, batch)
+            else:
+                batch[:] = [o for o in batch if o.failure is not None]
         while batch:
             outcome = batch[0]
             assert outcome.failure is not None
@@ -260,3 +284,34 @@ class Recorder:
             except Exception:
                 LOGGER.exception("failure of task %d not recorded", outcome.task.id)
             batch.pop(0)
+
+    def _complete_each(self, completions: list[Outcome], batch: list[Outcome]) -> None:
+        """One of ``completions`` was refused: write them one by one, so
+        that only that one is held back."""
+        for outcome in completions:
+            try:
+                self._queue.complete_many([(outcome.task, outcome.result)])
+            except UNSTORABLE as exc:
+                self._refused(outcome, exc)
+            else:
+                batch.remove(outcome)
+
+    def _refused(self, outcome: Outcome, error: BaseException) -> None:
+        """The storage refuses this completion for good: the attempt failed
+        (its handler's retry policy decides what follows), rather than
+        being retried here forever. It is written as a failure next."""
+        task = outcome.task
+        options = self._handlers.options(task.task_type) if self._handlers else None
+        outcome.failure = self._queue.failure(
+            task, error,
+            retry_policy=None if options is None else options.retry_policy,
+            max_retries=None if options is None else options.max_retries,
+        )  # fmt: skip
+        outcome.result = None
+        LOGGER.warning(
+            "%s: the outcome of task %d (%r) cannot be stored (%s); recorded as a failed attempt",
+            self._name,
+            task.id,
+            task.name,
+            error,
+        )

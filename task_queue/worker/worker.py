@@ -120,6 +120,8 @@ class Worker:
         queues: Sequence[str] | None = None,
         options: WorkerOptions | None = None,
     ) -> None:
+        if isinstance(concurrency, WorkerOptions):
+            raise TypeError("pass WorkerOptions by keyword: Worker(queue, handlers, options=...)")
         if options is None:
             options = WorkerOptions(
                 concurrency=concurrency, name=name, poll_interval=poll_interval,
@@ -144,7 +146,7 @@ class Worker:
         self.rescue_interval = options.rescue(queue.lease_seconds)
         self._monotonic = queue.clock.monotonic
         self._ledger = InFlight(self._monotonic)
-        self._recorder = Recorder(queue, self.name)
+        self._recorder = Recorder(queue, self.name, self.handlers)
         self._dispatcher = Dispatcher(
             name=self.name,
             worker_id=self.worker_id,
@@ -299,10 +301,11 @@ class Worker:
     def _replace_slot(self, index: int) -> None:
         self._executors.start_slot(index)
 
-    def _queue_closed(self) -> None:
-        """The dispatcher found the TaskQueue closed under it: stop (from a
-        thread of its own; the dispatcher cannot wait for itself)."""
-        LOGGER.error("%s: its TaskQueue was closed while it ran; stopping", self.name)
+    def _queue_closed(self, error: StorageError) -> None:
+        """The dispatcher found the storage unusable (the TaskQueue closed,
+        the file deleted or replaced): stop, from a thread of its own (the
+        dispatcher cannot wait for itself)."""
+        LOGGER.error("%s: its storage cannot be used any more (%s); stopping", self.name, error)
         threading.Thread(target=self.stop, args=(0,), name=f"{self.name}-stop", daemon=True).start()
 
     def stop(self, timeout: float | None = None) -> None:

@@ -278,7 +278,10 @@ def test_closing_the_queue_under_a_running_worker_stops_it(
         stopper.join(10)
         assert not stopper.is_alive()
     wait_until(lambda: not any(t.name.startswith("orphan-") for t in threading.enumerate()))
-    assert any("was closed while it ran" in r.getMessage() for r in caplog.records)
+    assert any(
+        "cannot be used any more (the TaskQueue is closed)" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 # -- 16: misleading or untyped errors ----------------------------------------------------------

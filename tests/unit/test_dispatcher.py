@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from task_queue import HandlerRegistry, ManualClock, TaskQueue, WorkerOptions
+from task_queue import HandlerRegistry, ManualClock, StorageError, TaskQueue, WorkerOptions
 from task_queue.context import TaskContext
 from task_queue.maintenance import RescueService
 from task_queue.task import Task, TaskStatus
@@ -83,7 +83,7 @@ def make_parts(db_path: str) -> Iterator[Any]:
 
     def make(
         handled: tuple[str, ...] = ("job",),
-        on_closed: Callable[[], None] = lambda: None,
+        on_closed: Callable[[StorageError], None] = lambda error: None,
         busy_timeout: float = 30.0,
         **options: Any,
     ) -> Parts:
@@ -338,7 +338,7 @@ def test_storage_errors_are_waited_out_with_growing_backoff(make_parts: Any) -> 
 def test_a_closed_queue_stops_the_dispatcher_instead_of_retrying(make_parts: Any) -> None:
     """Closed is permanent: retrying it spun forever (issue 14)."""
     closed: list[bool] = []
-    parts = make_parts(heartbeat_interval=1.0, on_closed=lambda: closed.append(True))
+    parts = make_parts(heartbeat_interval=1.0, on_closed=lambda error: closed.append(True))
     parts.queue.enqueue("t", "job")
     parts.settle()
     parts.queue.close()

@@ -5,18 +5,16 @@ from __future__ import annotations
 import sqlite3
 
 from ...errors import (
+    UNSTORABLE,
+    UNUSABLE_STORAGE,
     DatabaseBusyError,
     DatabaseOpenError,
-    DatabaseReplacedError,
     DiskFullError,
     NotAQueueDatabaseError,
-    PayloadError,
-    QueueClosedError,
     ReadOnlyDatabaseError,
     StatementTooLargeError,
     StorageError,
     TaskQueueError,
-    UnsafeDatabaseFileError,
 )
 
 # Primary result codes (sqlite3.h). Python 3.11 exposes them on the
@@ -110,15 +108,7 @@ def translate(exc: BaseException, *, opening: bool = False) -> BaseException:
 
 
 #: Errors that retrying the same operation cannot cure.
-_PERMANENT: tuple[type[BaseException], ...] = (
-    StatementTooLargeError,
-    PayloadError,
-    NotAQueueDatabaseError,
-    QueueClosedError,
-    # This connection holds a file no longer at the path: only reopening helps.
-    DatabaseReplacedError,
-    UnsafeDatabaseFileError,
-)
+_PERMANENT: tuple[type[BaseException], ...] = (*UNSTORABLE, *UNUSABLE_STORAGE)
 _PERMANENT_CODES = (SQLITE_TOOBIG,)
 
 
