@@ -41,6 +41,7 @@ def fresh_schema(dsn: str, prefix: str = "t") -> tuple[str, Callable[[], None]]:
         import psycopg
 
         with contextlib.suppress(Exception), psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '10s'")
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
     return name, drop

@@ -11,6 +11,7 @@ from typing import Any
 from ...errors import (
     DatabaseBusyError,
     DiskFullError,
+    NotAQueueDatabaseError,
     ReadOnlyDatabaseError,
     StatementTooLargeError,
     StorageError,
@@ -36,6 +37,8 @@ def typed(exc: BaseException, what: str) -> StorageError:
         return DiskFullError(text)
     if code == "25006":  # read_only_sql_transaction (a hot standby, default_transaction_read_only)
         return ReadOnlyDatabaseError(text)
+    if code in ("42P01", "3F000"):  # undefined_table, invalid_schema_name
+        return NotAQueueDatabaseError(f"{text} (the queue's tables are gone: dropped?)")
     if code in ("54000", "54001"):  # program_limit_exceeded, statement_too_complex
         return StatementTooLargeError(text)
     return StorageError(text)

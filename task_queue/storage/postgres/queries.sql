@@ -575,3 +575,8 @@ SELECT extract(epoch FROM clock_timestamp())::float8;
 -- Wake listeners in other processes (a constant payload; debounced by the
 -- sender, see notify.py).
 SELECT pg_notify(%(channel)s, '');
+
+-- session_guard --
+-- The guard this storage sets on its sessions against a transaction left
+-- idle (README: a long transaction holds back vacuum for everyone).
+SELECT current_setting('idle_in_transaction_session_timeout');

@@ -916,7 +916,13 @@ class PostgresStorage:
 
     def purge(self, statuses: Sequence[str], before: float, limit: int) -> int:
         params = {"statuses": list(statuses), "before": before, "limit": limit}
-        return int(self._write1("purge_finished", params)[0][0])
+
+        def unit(tx: _Tx) -> int:
+            deleted = int(tx.one("purge_finished", params)[0])
+            tx.changed = deleted > 0  # waiters on a purged task hear of it
+            return deleted
+
+        return self._run("purge", unit, transaction=False)
 
     def check_writable(self) -> None:
         writable, standby = self._rows("probe_write")[0]
@@ -1056,8 +1062,10 @@ class PostgresStorage:
         self._pool_now()
 
     def _listen_connect(self) -> Any:
-        conn = self._psycopg.connect(self.dsn, **self._connect_kwargs())
-        return conn
+        # Named apart from the pool's sessions, so an operator (or a fault
+        # test) finds it in pg_stat_activity.
+        kwargs = {**self._connect_kwargs(), "application_name": "task_queue-listener"}
+        return self._psycopg.connect(self.dsn, **kwargs)
 
     def change_feed(self) -> ChangeFeed:
         self._pool_now()
