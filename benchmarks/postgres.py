@@ -72,7 +72,7 @@ def ours(scenario: str, dsn: str, n: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         with Worker(queue, {"noop": lambda payload: None}, concurrency=4):
             while queue.get_queue_stats()["completed"] < n:
-                time.sleep(0.01)
+                time.sleep(0.05)
         seconds = time.perf_counter() - t0
         assert queue.get_queue_stats()["completed"] == n
         return {"seconds": seconds}
@@ -104,7 +104,7 @@ def pgqueuer(scenario: str, dsn: str, n: int) -> dict[str, Any]:
         await enqueue_all()
         # The worker on its own connection, as pgqueuer deploys it.
         worker_conn = await asyncpg.connect(dsn)
-        qm = QueueManager(AsyncpgDriver(worker_conn))
+        qm = QueueManager(Queries(AsyncpgDriver(worker_conn)))
         done = 0
 
         @qm.entrypoint("noop")
