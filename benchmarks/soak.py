@@ -18,7 +18,17 @@ random intervals:
   operation it has no acknowledgement for (same unique key, if it had one);
 * ``diskfull``: every process caps its own connection at the file's current
   size (``SqliteStorage.set_max_size(0)``, i.e. SQLite's ``max_page_count``)
-  for a second or two, as if the disk were full.
+  for a second or two, as if the disk were full;
+* ``fork``: a worker or producer process forks from a thread of its own
+  while its other threads write (Python's default start method on Linux
+  before 3.14 does this); the child calls ``stop()`` on the Worker it
+  inherited (which must leave the parent's claims alone), enqueues a batch
+  through the inherited TaskQueue, and exits; it must do so within 30 s;
+* ``clockjump``: the wall clock of every process steps at once, as an NTP
+  step or an operator does (forward by 2-4 leases, or back to where it
+  was): each child's TaskQueue reads ``time.time()`` plus an offset the
+  soak writes to a shared 8-byte file (``clock-offset``, mmap'd), while
+  the monotonic clock runs on. Live tasks must not be rescued for it.
 
 Worker slot 0 and producer slot 0 are never faulted: their one process lives
 through the whole run, so its RSS, descriptors and threads show any leak.
@@ -30,7 +40,10 @@ O_APPEND descriptor, so a SIGKILL cannot lose a line whose write returned):
   handler starts, ``E <task> <attempt> <pid> <wall> ok|err`` when it ends;
 * ``acks-<slot>.log``: ``A <incarnation> <op> <kind> <n> <id,id,...>`` once
   an enqueue returned (the task is acknowledged), ``X <wall> <error>`` for
-  each storage error a producer saw (and retried).
+  each storage error a producer saw (and retried); ``acks-fork.log`` the
+  same for forked children (``A 0 <child pid> fork ...``);
+* ``forks.log``: ``F <parent pid> <child pid> <exit status> <seconds>`` for
+  each forked child (status -9: it hung and was killed).
 
 Every ``--sample`` seconds it reports rows, acknowledged, completed, pending,
 running, failed, lost (acknowledged but absent), executions and duplicates,
@@ -68,6 +81,7 @@ import random
 import signal
 import sqlite3
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -85,6 +99,9 @@ WEIGHTS = [40, 38, 12, 3, 5, 2]
 SLACK = 5.0
 DISKFULL_FLAG = "diskfull"
 STOP_PRODUCERS = "stop-producers"
+CLOCK_OFFSET = "clock-offset"
+FORK_FLAG = "fork-{pid}"
+FORK_DEADLINE = 30.0
 
 
 def expected_to_fail(task_type: str, attempt: int) -> bool:
@@ -116,11 +133,87 @@ def _child_logging(workdir: str, role: str) -> None:
     )
 
 
-def _control_thread(queue: Any, workdir: str, on_orphan: Any) -> None:
-    """Apply/lift the disk-full cap when the flag file appears/goes; react
-    when the soak process is gone (never outlive it)."""
+class SoakClock:
+    """``time.time()`` plus the offset the soak writes to ``clock-offset``:
+    the same step, at once, in every process (a clock jump); the monotonic
+    clock is the real one."""
+
+    def __init__(self, workdir: str) -> None:
+        import mmap
+
+        fd = os.open(os.path.join(workdir, CLOCK_OFFSET), os.O_RDONLY)
+        try:
+            self._offset = mmap.mmap(fd, 8, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+
+    def time(self) -> float:
+        """The stepped wall clock (UTC epoch seconds)."""
+        return time.time() + struct.unpack_from("d", self._offset)[0]
+
+    def monotonic(self) -> float:
+        """The real monotonic clock."""
+        return time.monotonic()
+
+
+def _fork_child(queue: Any, workdir: str, held: dict[str, Any]) -> None:
+    """In a child forked while the parent's other threads ran: the Worker
+    inherited must be inert, the inherited queue must work."""
+    code = 1
+    try:
+        worker = held.get("worker")
+        if worker is not None:
+            worker.stop(0)  # the parent's claims: must stay the parent's
+        pid = os.getpid()
+        n = random.randint(1, 10)
+        specs = [
+            {"name": f"forked {pid}.{k}", "task_type": "noop",
+             "payload": {"kind": "fork", "pid": pid, "k": k}}
+            for k in range(n)
+        ]  # fmt: skip
+        ids = queue.enqueue_many(specs)
+        AppendLog(Path(workdir, "acks-fork.log")).write(
+            f"A 0 {pid} fork {n} {','.join(map(str, ids))}"
+        )
+        code = 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def _fork_once(queue: Any, workdir: str, held: dict[str, Any]) -> None:
+    """Fork from this (control) thread; wait for the child with a deadline."""
+    start = time.monotonic()
+    child = os.fork()
+    if child == 0:
+        _fork_child(queue, workdir, held)
+    status = None
+    while time.monotonic() - start < FORK_DEADLINE:
+        done, raw = os.waitpid(child, os.WNOHANG)
+        if done:
+            status = os.waitstatus_to_exitcode(raw)
+            break
+        time.sleep(0.01)
+    if status is None:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        status = -9
+    AppendLog(Path(workdir, "forks.log")).write(
+        f"F {os.getpid()} {child} {status} {time.monotonic() - start:.3f}"
+    )
+
+
+def _control_thread(
+    queue: Any, workdir: str, on_orphan: Any, held: dict[str, Any] | None = None
+) -> None:
+    """Apply/lift the disk-full cap when the flag file appears/goes; fork
+    when asked; react when the soak process is gone (never outlive it)."""
     parent = os.getppid()
     flag = os.path.join(workdir, DISKFULL_FLAG)
+    fork_flag = os.path.join(workdir, FORK_FLAG.format(pid=os.getpid()))
     capped = False
 
     def loop() -> None:
@@ -129,6 +222,10 @@ def _control_thread(queue: Any, workdir: str, on_orphan: Any) -> None:
             if os.getppid() != parent:
                 on_orphan()
                 return
+            if os.path.exists(fork_flag):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(fork_flag)
+                _fork_once(queue, workdir, held or {})
             want = os.path.exists(flag)
             if want != capped:
                 try:
@@ -200,17 +297,21 @@ def worker_main(db: str, workdir: str, concurrency: int, lease: float) -> None:
         registry.register(name, traced(name, fn))
     registry.register("hang_c", traced("hang_c", hang_c), timeout=0.3)
 
-    queue = TaskQueue(db, lease_seconds=lease, retry_policy=RetryPolicy(base=0.2, cap=1.0))
-    _control_thread(queue, workdir, lambda: os.kill(pid, signal.SIGTERM))
+    queue = TaskQueue(
+        db, lease_seconds=lease, retry_policy=RetryPolicy(base=0.2, cap=1.0),
+        clock=SoakClock(workdir),
+    )  # fmt: skip
+    worker = Worker(
+        queue,
+        registry,
+        concurrency=concurrency,
+        drain_timeout=10.0,
+        timeout_grace=0.5,
+        name=f"soak-{pid}",
+    )
+    _control_thread(queue, workdir, lambda: os.kill(pid, signal.SIGTERM), {"worker": worker})
     try:
-        Worker(
-            queue,
-            registry,
-            concurrency=concurrency,
-            drain_timeout=10.0,
-            timeout_grace=0.5,
-            name=f"soak-{pid}",
-        ).run()
+        worker.run()
     finally:
         queue.close()
 
@@ -262,7 +363,7 @@ def producer_main(
     acks = AppendLog(path)
     stop_flag = os.path.join(workdir, STOP_PRODUCERS)
     orphaned = threading.Event()
-    queue = TaskQueue(db)
+    queue = TaskQueue(db, clock=SoakClock(workdir))
     _control_thread(queue, workdir, orphaned.set)
     pace = random.Random()
     next_check = 0.0
@@ -410,6 +511,16 @@ class Soak:
         self.proc_stats: dict[int, Any] = {}
         #: task id -> (pid, attempt) whose completion the database recorded
         self.recorded: dict[int, tuple[int, int]] = {}
+        # The wall-clock step every child adds to time.time() (clockjump).
+        import mmap
+
+        offset_path = self.workdir / CLOCK_OFFSET
+        offset_path.write_bytes(struct.pack("d", 0.0))
+        with open(offset_path, "r+b") as handle:
+            self.offset_map = mmap.mmap(handle.fileno(), 8)
+        self.fork_reader = LogReader(self.workdir / "forks.log")
+        self.fork_acks = LogReader(self.workdir / "acks-fork.log")
+        self.forks: list[tuple[int, int, int, float]] = []
 
     # -- processes -----------------------------------------------------------
     def spawn(self, role: str, slot: int) -> Child:
@@ -486,6 +597,13 @@ class Soak:
     def now(self) -> float:
         return time.time() - self.t0
 
+    def offset(self) -> float:
+        return float(struct.unpack_from("d", self.offset_map)[0])
+
+    def wall(self) -> float:
+        """The children's wall clock (time.time() plus the clock step)."""
+        return time.time() + self.offset()
+
     def next_fault_gap(self) -> float:
         lo, hi = self.opts.fault_gap
         return self.rng.uniform(lo, hi)
@@ -493,14 +611,34 @@ class Soak:
     def start_fault(self) -> None:
         workers = [c for (r, s), c in self.children.items() if r == "worker" and s > 0]
         producers = [c for (r, s), c in self.children.items() if r == "producer" and s > 0]
-        kinds = {"kill": 30, "term": 20, "stop": 20, "pkill": 20, "diskfull": 10}
+        kinds = {
+            "kill": 30, "term": 20, "stop": 20, "pkill": 20, "diskfull": 10, "fork": 15,
+            "clockjump": 10,
+        }  # fmt: skip
         if not workers:
             for k in ("kill", "term", "stop"):
                 kinds.pop(k)
         if not producers:
             kinds.pop("pkill")
+        if not workers and not producers:
+            kinds.pop("fork")
         kind = self.rng.choices(list(kinds), list(kinds.values()))[0]
         wall = time.time()
+        if kind == "clockjump":
+            # Forward by 2-4 leases, or back to where it was: both directions.
+            before = self.offset()
+            after = 0.0 if before else self.rng.uniform(2.0, 4.0) * self.opts.lease
+            struct.pack_into("d", self.offset_map, 0, after)
+            self.active = Fault(kind, "all", -1, -1, wall, note=f"{after - before:+.1f}s")
+            # Nothing else meanwhile: what follows is the jump's doing.
+            self.active_due = time.monotonic() + 2 * self.opts.lease
+            return
+        if kind == "fork":
+            target = self.rng.choice(workers + producers)
+            (self.workdir / FORK_FLAG.format(pid=target.pid)).touch()
+            self.faults.append(Fault(kind, target.role, target.slot, target.pid, wall, wall))
+            self.active = None
+            return
         if kind == "diskfull":
             (self.workdir / DISKFULL_FLAG).touch()
             self.active = Fault(kind, "all", -1, -1, wall)
@@ -531,6 +669,12 @@ class Soak:
         if fault is None:
             return True
         due = time.monotonic() >= self.active_due
+        if fault.kind == "clockjump":
+            if due or force:
+                fault.end = time.time()
+                self.faults.append(fault)
+                self.active = None
+            return self.active is None
         if fault.kind == "diskfull":
             if due or force:
                 with contextlib.suppress(FileNotFoundError):
@@ -578,6 +722,22 @@ class Soak:
                     new = set(ids) - self.acked
                     self.acked |= new
                     self.unverified |= new
+        for line in self.fork_acks.new_lines():
+            fields = line.split()
+            ids = [int(x) for x in fields[5].split(",")]
+            self.acked_ops += 1
+            self.ack_ops[(-1, 0, int(fields[2]))] = (fields[3], int(fields[4]), ids)
+            new = set(ids) - self.acked
+            self.acked |= new
+            self.unverified |= new
+        for line in self.fork_reader.new_lines():
+            _, parent, child, status, seconds = line.split()
+            self.forks.append((int(parent), int(child), int(status), float(seconds)))
+            if int(status) != 0:
+                self.anomalies.append(
+                    f"{self.now():.1f}s: a child forked by pid {parent} exited {status} "
+                    f"after {seconds} s"
+                )
         for path in self.workdir.glob("exec-*.log"):
             reader = self.exec_readers.setdefault(path, LogReader(path))
             for line in reader.new_lines():
@@ -616,13 +776,15 @@ class Soak:
         windows: dict[int, list[tuple[float, float, str]]] = collections.defaultdict(list)
         stalls: list[tuple[float, float, str]] = []
         faults = list(self.faults) + ([self.active] if self.active is not None else [])
+        rank = {"kill": 0, "term": 1, "stop": 2}
         for f in faults:
             window = (f.start, f.end if f.end is not None else now, f.kind)
-            if f.pid > 0:
+            # A fork or a clock jump explains nothing: work done twice
+            # around one is a bug.
+            if f.pid > 0 and f.kind in rank:
                 windows[f.pid].append(window)
             if f.kind in ("stop", "diskfull"):
                 stalls.append(window)
-        rank = {"kill": 0, "term": 1, "stop": 2}
         by_design = 0
         explained: collections.Counter[str] = collections.Counter()
         unexplained: list[dict[str, Any]] = []
@@ -756,7 +918,7 @@ class Soak:
             }
             due = conn.execute(
                 "SELECT count(*) FROM tasks WHERE status = 'pending' AND run_at <= ?",
-                (time.time(),),
+                (self.wall(),),
             ).fetchone()[0]
             counts["pending_due"] = int(due)
             # Acknowledged ids not yet seen in the table (rows are never deleted).
@@ -1037,6 +1199,7 @@ class Soak:
             and counts_agree
             and not stale
             and not no_execution
+            and all(status == 0 for *_, status, _ in self.forks)
         )
         return {
             "ok": ok,
@@ -1058,6 +1221,9 @@ class Soak:
             "stale_completions": len(stale),
             "stale_examples": stale[:20],
             "completed_without_execution": len(no_execution),
+            "forks": len(self.forks),
+            "forks_failed": sum(1 for *_, status, _ in self.forks if status != 0),
+            "fork_seconds_max": round(max((f[3] for f in self.forks), default=0.0), 3),
             "status_by_type": {t: dict(c) for t, c in sorted(status_by_type.items())},
             "unexpected_failed": unexpected_failed,
             "unexpected_failed_reasons": dict(failed_reasons.most_common(5)),
@@ -1201,6 +1367,10 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("partial batches", f"{c['partial_batches']} of {c['batches']}"),
         ("stale completions recorded", str(c["stale_completions"])),
         ("per-status counts agree", str(c["counts_agree"])),
+        (
+            "forked children (enqueue through the inherited queue, exit)",
+            f"{c['forks']}, {c['forks_failed']} failed or hung, slowest {c['fork_seconds_max']} s",
+        ),
         ("executions / retries by design", f"{e['executions']} / {e['retries_by_design']}"),
         ("duplicate executions", f"{e['duplicates']} (explained: {explained or 'none'})"),
         ("UNEXPLAINED duplicates", str(e["duplicates_unexplained"])),

@@ -13,6 +13,7 @@ public methods; ``spec.py``, ``retry.py``, ``events.py``, ``claims.py``,
 
 from __future__ import annotations
 
+import logging as _logging
 import sqlite3 as _sqlite3
 
 from .clock import Clock, ManualClock, SystemClock
@@ -64,6 +65,11 @@ if _sqlite3.sqlite_version_info < (3, 35, 0):  # pragma: no cover
     )
 
 __version__ = "0.1.0"
+
+# The library logs to "task_queue" and configures nothing: the application
+# (or the task-queue command) decides where its lines go. Without a handler
+# of its own, Python would print warnings to stderr through its last resort.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 __all__ = [
     "TASK_HANDLERS",

@@ -87,7 +87,8 @@ class Event:
     worker: str | None = None
     #: When it happened (the queue's clock, UTC epoch seconds).
     at: float = 0.0
-    #: Seconds the handler ran (started/failed/completed attempts run by a Worker).
+    #: Seconds the handler ran: failed, completed, retry_scheduled and
+    #: dead_lettered events of attempts a Worker ran.
     duration: float | None = None
     #: The error text of a failed attempt, rescue or loss.
     error: str | None = None

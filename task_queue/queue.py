@@ -347,6 +347,7 @@ class TaskQueue:
         task_types: Sequence[str] | None = None,
         queues: Sequence[str] | None = None,
         limits: Mapping[str, Limits] | None = None,
+        durations: Mapping[int, float] | None = None,
     ) -> list[Task]:
         """Record ``completions`` and claim up to ``limit`` tasks (of these
         types, from these queues; None: any), in one transaction: what a
@@ -359,6 +360,8 @@ class TaskQueue:
             if its claim still holds (a fenced-out one is logged and
             skipped). Nothing is remembered and nothing is rescued: the
             caller renews its claims (:meth:`renew`) and runs its own rescue.
+        durations: seconds each handler ran, by task id, for the
+            ``duration`` of the completed events.
         """
         task_types = _claim_args(limit, worker_id, task_types)
         queues = check_queue_names(queues)
@@ -379,7 +382,7 @@ class TaskQueue:
         done = [Completion(task.claim, result) for task, result in completions]
         recorded, tasks = self.storage.claim(request, now, done)
         if completions:
-            self._completed(completions, recorded, now)
+            self._completed(completions, recorded, now, durations)
         self.hooks.emit_lazy(
             lambda: [
                 Event(EventKind.CLAIMED, t.id, task=t, worker=request.worker_id, at=now)
@@ -432,22 +435,33 @@ class TaskQueue:
             raise TaskNotFoundError(f"no task with id {claimed.id}")
         return False
 
-    def complete_many(self, completions: Sequence[tuple[Task, str | None]]) -> set[Claim]:
+    def complete_many(
+        self,
+        completions: Sequence[tuple[Task, str | None]],
+        *,
+        durations: Mapping[int, float] | None = None,
+    ) -> set[Claim]:
         """Record successes of claimed Tasks in one transaction; returns the
         claims recorded (the others were no longer held). Results are JSON
         text from :func:`task_queue.payload.encode`: a Worker's recorder
-        encodes in the handler's thread and writes many at once."""
+        encodes in the handler's thread and writes many at once.
+        ``durations``: seconds each handler ran, by task id, for the
+        ``duration`` of the completed events."""
         if not completions:
             return set()
         self._check_fork()
         now = self.clock.time()
         done = [Completion(task.claim, result) for task, result in completions]
         recorded = self.storage.complete(done, now)
-        self._completed(completions, recorded, now)
+        self._completed(completions, recorded, now, durations)
         return recorded
 
     def _completed(
-        self, completions: Sequence[tuple[Task, str | None]], recorded: set[Claim], now: float
+        self,
+        completions: Sequence[tuple[Task, str | None]],
+        recorded: set[Claim],
+        now: float,
+        durations: Mapping[int, float] | None = None,
     ) -> None:
         for task, _ in completions:
             if task.claim not in recorded:
@@ -458,7 +472,14 @@ class TaskQueue:
             self._waiters.nudge()
         self.hooks.emit_lazy(
             lambda: [
-                Event(EventKind.COMPLETED, task.id, task=task, at=now, status="completed")
+                Event(
+                    EventKind.COMPLETED,
+                    task.id,
+                    task=task,
+                    at=now,
+                    status="completed",
+                    duration=None if durations is None else durations.get(task.id),
+                )
                 for task, _ in completions
                 if task.claim in recorded
             ]
@@ -550,9 +571,12 @@ class TaskQueue:
         error_class = None if cause is None else _class_path(type(cause))
         return FailureRecord(message, trace, retry_in, error_class)
 
-    def record_failure(self, task: Task, failure: FailureRecord) -> bool:
+    def record_failure(
+        self, task: Task, failure: FailureRecord, *, duration: float | None = None
+    ) -> bool:
         """Record a failed attempt as decided by :meth:`failure`, if the
-        claim still holds; False (nothing written) if fenced out."""
+        claim still holds; False (nothing written) if fenced out.
+        ``duration``: seconds the handler ran, for the event's ``duration``."""
         self._check_fork()
         now = self.clock.time()
         done = self.storage.fail(task.claim, failure, now)
@@ -564,12 +588,12 @@ class TaskQueue:
             self._listeners.notify()  # the retry may be due at once
             event = Event(
                 EventKind.RETRY_SCHEDULED, task.id, task=task, at=now, error=failure.error,
-                retry_at=now + failure.retry_in, status="pending",
+                retry_at=now + failure.retry_in, status="pending", duration=duration,
             )  # fmt: skip
         else:
             event = Event(
                 EventKind.DEAD_LETTERED, task.id, task=task, at=now, error=failure.error,
-                status="failed",
+                status="failed", duration=duration,
             )  # fmt: skip
         if self.hooks:
             self.hooks.emit(event)

@@ -117,6 +117,30 @@ class HandlerRegistry(MutableMapping[str, HandlerFn]):
                 make_schedule(task_type, cron, every=every, options=periodic_options)
             )
 
+    def merge(self, other: HandlerRegistry) -> None:
+        """Add every handler of ``other`` with its options and schedules.
+
+        A task type (or schedule name) already here with a different
+        handler (or schedule) raises ValueError and adds nothing, so two
+        modules cannot silently take each other's tasks.
+        """
+        for task_type, fn in other.items():
+            mine = self._handlers.get(task_type)
+            if mine is not None and (
+                mine is not fn or self.options(task_type) != other.options(task_type)
+            ):
+                raise ValueError(
+                    f"task type {task_type!r} has a different handler in each registry"
+                )
+        for name, schedule in other._schedules.items():
+            if name in self._schedules and self._schedules[name] != schedule:
+                raise ValueError(f"a schedule named {name!r} is declared in both registries")
+        for task_type, fn in other.items():
+            self._handlers[task_type] = fn
+            if task_type in other._options:
+                self._options[task_type] = other._options[task_type]
+        self._schedules.update(other._schedules)
+
     def periodic(
         self, cron: str | None = None, *, every: float | dt.timedelta | None = None, **options: Any
     ) -> Callable[[F], F]:

@@ -30,7 +30,7 @@ from ..registry import HandlerRegistry
 from ..task import Claim
 from .ledger import InFlight
 from .options import WorkerOptions
-from .recorder import Recorder, give_back
+from .recorder import Recorder, durations, give_back
 
 LOGGER = logging.getLogger(__name__)
 
@@ -268,6 +268,7 @@ class Dispatcher:
             tasks = self._queue.complete_and_claim(
                 [(o.task, o.result) for o in lent], limit, worker_id=self._worker_id,
                 task_types=types, queues=self._options.queues, limits=limits,
+                durations=durations(lent),
             )  # fmt: skip
         except UNSTORABLE:
             if not lent:

@@ -59,6 +59,11 @@ class Outcome:
     duration: float | None = None
 
 
+def durations(outcomes: Iterable[Outcome]) -> dict[int, float]:
+    """How long each handler ran, by task id (for the completed events)."""
+    return {o.task.id: o.duration for o in outcomes if o.duration is not None}
+
+
 def give_back(queue: TaskQueue, tasks: Iterable[Task], why: str, who: str) -> None:
     """Release claims unfinished (no retry used), logging instead of raising:
     at shutdown a storage fault must not stop the rest of the shutdown."""
@@ -261,7 +266,9 @@ class Recorder:
         completions = [o for o in batch if o.failure is None]
         if completions:
             try:
-                self._queue.complete_many([(o.task, o.result) for o in completions])
+                self._queue.complete_many(
+                    [(o.task, o.result) for o in completions], durations=durations(completions)
+                )
             except UNSTORABLE as exc:
                 if len(completions) == 1:
                     self._refused(completions[0], exc)
@@ -273,7 +280,7 @@ class Recorder:
             outcome = batch[0]
             assert outcome.failure is not None
             try:
-                self._queue.record_failure(outcome.task, outcome.failure)
+                self._queue.record_failure(outcome.task, outcome.failure, duration=outcome.duration)
             except StorageError:
                 raise  # the database's fault: keep this and the rest, retry
             except TaskNotFoundError:
@@ -290,7 +297,9 @@ class Recorder:
         that only that one is held back."""
         for outcome in completions:
             try:
-                self._queue.complete_many([(outcome.task, outcome.result)])
+                self._queue.complete_many(
+                    [(outcome.task, outcome.result)], durations=durations([outcome])
+                )
             except UNSTORABLE as exc:
                 self._refused(outcome, exc)
             else:

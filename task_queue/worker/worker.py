@@ -389,17 +389,33 @@ class Worker:
         """Wait until the worker has stopped; True if it has."""
         return self._finished.wait(timeout)
 
-    def run(self) -> None:
+    def run(self, *, until: Callable[[], bool] | None = None) -> None:
         """Start and block until stopped. From the main thread, SIGINT and
         SIGTERM drain gracefully (up to ``drain_timeout``); a second signal
-        gives the running tasks back at once."""
+        gives the running tasks back at once.
+
+        until: called from this thread while the worker runs, every poll
+            interval (clamped to 0.01-0.2 s); once it returns True the
+            worker stops as on a signal, draining. ``task-queue worker
+            --burst`` stops this way once nothing is left to do. If it
+            raises, the worker is stopped and the error raised.
+        """
         # A second signal sets _force, which the drain reads every 50 ms:
         # the running tasks are given back at once.
+        wait = 0.2 if until is None else min(0.2, max(0.01, self.options.poll_interval))
         with ShutdownSignals(on_second=self._force_stop) as signals:
             self.start()
-            while not signals.requested.wait(0.2):
-                if self._finished.is_set():
-                    return  # stopped by someone else
+            try:
+                while not signals.requested.wait(wait):
+                    if self._finished.is_set():
+                        return  # stopped by someone else
+                    if until is not None and until():
+                        LOGGER.info("%s: done (until() is true), stopping", self.name)
+                        self.stop(self.drain_timeout)
+                        return
+            except BaseException:
+                self.stop(self.drain_timeout)  # until() raised: leave nothing running
+                raise
             LOGGER.info("%s: received signal %s, stopping", self.name, signals.signum)
             self.stop(self.drain_timeout)
 

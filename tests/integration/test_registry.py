@@ -159,3 +159,34 @@ def test_bad_handler_options_are_rejected(registry: HandlerRegistry) -> None:
     with pytest.raises(ValueError, match="timeout"):
         registry.handler("x", timeout=0)(custom_handler)
     assert "x" not in registry
+
+
+def test_merge_keeps_options_limits_and_schedules() -> None:
+    """The command's merge of several registries kept only max_retries,
+    timeout and retry_policy: rate and concurrency limits and schedules
+    were silently dropped."""
+    from task_queue.periodic import Schedule
+
+    a, b = HandlerRegistry(), HandlerRegistry()
+
+    @a.periodic(every=60)
+    @a.handler("api", rate_limit="5/s", concurrency_limit=2, max_retries=1)
+    def api(payload: object) -> None: ...
+
+    @b.handler("other")
+    def other(payload: object) -> None: ...
+
+    merged = HandlerRegistry()
+    merged.merge(a)
+    merged.merge(b)
+    merged.merge(a)  # the same handlers again: nothing changes
+    assert set(merged) == {"api", "other"}
+    assert merged.options("api") == a.options("api")
+    assert merged.options("api").limits is not None
+    assert merged.schedules() == [Schedule("api", every=60.0)]
+
+    clash = HandlerRegistry()
+    clash.register("api", lambda payload: None)
+    with pytest.raises(ValueError, match="different handler"):
+        merged.merge(clash)
+    assert merged["api"] is api

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
+import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -143,6 +146,67 @@ def test_producer_consumer_keeps_the_file(tmp_path: Path) -> None:
 
     with TaskQueue(db) as queue:
         assert queue.get_queue_stats()["completed"] == 13
+
+
+# -- project/: tasks.py and enqueue.py, run with `task-queue worker` -------------
+
+
+def run_in(cwd: Path, *args: str, db: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, encoding="utf-8",
+        timeout=60, cwd=cwd, env={**run_env(), "TASK_QUEUE_DB": str(db)},
+    )  # fmt: skip
+
+
+def test_project_enqueues_then_the_command_runs_its_tasks(tmp_path: Path) -> None:
+    project = EXAMPLES / "project"
+    db = tmp_path / "project.db"
+    enqueued = run_in(project, "enqueue.py", db=db)
+    assert enqueued.returncode == 0, enqueued.stderr
+    ids = [int(line) for line in enqueued.stdout.split()]
+    assert len(ids) == 4
+    # From the project's directory, as a user would: `tasks` is ./tasks.py.
+    worker = run_in(project, "-m", "task_queue", "worker", "tasks", "--burst", db=db)
+    assert worker.returncode == 0, worker.stderr
+    assert "handlers flaky_sum,greet (from TASK_HANDLERS)" in worker.stderr
+    from task_queue import TaskQueue
+
+    with TaskQueue(db) as queue:
+        tasks = [queue.get_task(i) for i in ids]
+    assert [t.status for t in tasks] == ["completed"] * 4
+    assert [t.result for t in tasks[:3]] == [
+        {"greeting": "Hello, Ada!"}, {"greeting": "Hello, Grace!"}, {"greeting": "Hello, Linus!"}
+    ]  # fmt: skip
+    assert (tasks[3].result, tasks[3].attempts) == (6, 2), "failed once, retried, then added"
+    assert f"task {ids[3]} (flaky_sum) failed after " in worker.stderr
+
+
+def test_readme_command_line_session_runs_as_written(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Command line\n", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    assert lines[0] == "source .venv/bin/activate && cd examples/project"
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLES / "project", project)
+    outputs = []
+    for line in lines[1:]:
+        words = shlex.split(line)
+        if words[0] == "task-queue":
+            argv = [sys.executable, "-m", "task_queue", *words[1:]]
+        else:
+            assert words[0] == "python", line
+            argv = [sys.executable, *words[1:]]
+        env = {k: v for k, v in run_env().items() if k != "TASK_QUEUE_DB"}
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, encoding="utf-8", timeout=60, cwd=project,
+            env=env,
+        )  # fmt: skip
+        assert proc.returncode == 0, (line, proc.stdout, proc.stderr)
+        outputs.append(proc.stdout)
+    assert (project / "taskqueue.db").exists(), "the default file, in the current directory"
+    assert "pending        4" in outputs[1]
+    assert json.loads(outputs[-1])["counts"]["completed"] == 4
 
 
 # -- flask_app.py ----------------------------------------------------------------

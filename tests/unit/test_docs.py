@@ -63,3 +63,15 @@ def test_worker_init_documents_every_option() -> None:
 def test_get_tasks_by_status_documents_the_real_order() -> None:
     doc = inspect.getdoc(task_queue.TaskQueue.get_tasks_by_status) or ""
     assert "most recently finished first" in doc
+
+
+def test_every_python_block_in_the_readme_compiles() -> None:
+    """A README example with a syntax error is the first thing a newcomer trips on."""
+    import pathlib
+    import re
+
+    readme = pathlib.Path(__file__).parents[2] / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.DOTALL)
+    assert blocks
+    for number, block in enumerate(blocks, 1):
+        compile(block, f"README.md python block {number}", "exec")

@@ -161,3 +161,20 @@ def test_version_and_typed_marker() -> None:
     assert declared is not None and task_queue.__version__ == declared.group(1)
     assert resources.files("task_queue").joinpath("py.typed").is_file()
     assert resources.files("task_queue.storage.sqlite").joinpath("queries.sql").is_file()
+
+
+def test_the_library_configures_no_logging() -> None:
+    """It logs to "task_queue" with a NullHandler: importing it adds no
+    handler elsewhere, and without the application's own configuration its
+    warnings do not reach stderr through logging's last resort."""
+    code = (
+        "import logging, task_queue\n"
+        "assert logging.getLogger().handlers == []\n"
+        "handlers = logging.getLogger('task_queue').handlers\n"
+        "assert [type(h).__name__ for h in handlers] == ['NullHandler'], handlers\n"
+        "logging.getLogger('task_queue.worker').warning('not shown')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stderr == ""

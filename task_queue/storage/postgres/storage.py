@@ -1144,9 +1144,9 @@ class PostgresStorage:
 
     def __repr__(self) -> str:
         schema = "" if self.schema is None else f", schema={self.schema!r}"
-        return f"PostgresStorage({_redacted(self.dsn)!r}{schema})"
+        return f"PostgresStorage({redact_dsn(self.dsn)!r}{schema})"
 
 
-def _redacted(dsn: str) -> str:
+def redact_dsn(dsn: str) -> str:
     """The DSN without its password (for reprs and logs)."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", re.sub(r"password=\S+", "password=***", dsn))

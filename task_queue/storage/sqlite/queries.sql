@@ -134,9 +134,12 @@ GROUP BY 1;
 SELECT tokens, updated_at FROM rate_limits WHERE task_type = :task_type;
 
 -- set_rate_bucket --
--- What is left in the bucket after a claim.
+-- What is left in the bucket after a claim. The stamp never moves back: a
+-- claimer whose clock is behind would otherwise hand the next claimer with
+-- a clock ahead the whole skew as elapsed time, refilled at once.
 INSERT INTO rate_limits (task_type, tokens, updated_at) VALUES (:task_type, :tokens, :now)
-ON CONFLICT (task_type) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at;
+ON CONFLICT (task_type) DO UPDATE
+SET tokens = excluded.tokens, updated_at = MAX(updated_at, excluded.updated_at);
 
 -- complete_task --
 -- Record success, only for the current holder of the claim (fencing).
@@ -349,6 +352,43 @@ WHERE id < :before_id
   AND (:queue_name IS NULL OR queue_name = :queue_name)
 ORDER BY id DESC LIMIT :limit;
 
+-- list_pending --
+-- list_newest for status pending when few tasks are pending: their ids
+-- from the index of pending tasks (all of them, the newest kept), then
+-- those rows. A walk of the table from the end finds recent pending tasks
+-- at once, but one scheduled for next week behind a million finished
+-- tasks only after reading them all (a full scan: 110 ms at a million
+-- rows, against 8 ms for 20,000 pending this way). The storage picks this
+-- one from the kept counts.
+SELECT * FROM tasks WHERE id IN (
+    SELECT id FROM tasks INDEXED BY idx_tasks_scheduled
+    WHERE status = 'pending' AND id < :before_id
+      AND (:task_type IS NULL OR task_type = :task_type)
+      AND (:queue_name IS NULL OR queue_name = :queue_name)
+    ORDER BY id DESC LIMIT :limit)
+ORDER BY id DESC;
+
+-- list_pending_in_queue --
+-- list_pending for one queue (:queue_name, not NULL): a seek into that
+-- queue's part of the claim index.
+SELECT * FROM tasks WHERE id IN (
+    SELECT id FROM tasks INDEXED BY idx_tasks_claim
+    WHERE status = 'pending' AND queue_name = :queue_name AND id < :before_id
+      AND (:task_type IS NULL OR task_type = :task_type)
+    ORDER BY id DESC LIMIT :limit)
+ORDER BY id DESC;
+
+-- list_running --
+-- list_newest for status running (as list_pending does for pending): the
+-- index of running tasks, the newest kept.
+SELECT * FROM tasks WHERE id IN (
+    SELECT id FROM tasks INDEXED BY idx_tasks_lease
+    WHERE status = 'running' AND id < :before_id
+      AND (:task_type IS NULL OR task_type = :task_type)
+      AND (:queue_name IS NULL OR queue_name = :queue_name)
+    ORDER BY id DESC LIMIT :limit)
+ORDER BY id DESC;
+
 -- list_finished --
 -- A page of finished tasks of one status, most recently finished first,
 -- after (:before_at, :before_id) in that order, of one type and queue when
@@ -358,6 +398,24 @@ WHERE status = :status AND status IN ('completed', 'failed', 'cancelled')
   AND (completed_at, id) < (:before_at, :before_id)
   AND (:task_type IS NULL OR task_type = :task_type)
   AND (:queue_name IS NULL OR queue_name = :queue_name)
+ORDER BY completed_at DESC, id DESC LIMIT :limit;
+
+-- list_failed_of_type --
+-- list_finished for status failed and one task type (:task_type, not
+-- NULL): a seek into that type's part of the failed tasks' index, in
+-- failure order.
+SELECT * FROM tasks INDEXED BY idx_tasks_failed_type
+WHERE status = 'failed' AND task_type = :task_type
+  AND (completed_at, id) < (:before_at, :before_id)
+  AND (:queue_name IS NULL OR queue_name = :queue_name)
+ORDER BY completed_at DESC, id DESC LIMIT :limit;
+
+-- list_failed_in_queue --
+-- list_finished for status failed and one queue (:queue_name, not NULL),
+-- of any type: that queue's part of the failed tasks' index.
+SELECT * FROM tasks INDEXED BY idx_tasks_failed_queue
+WHERE status = 'failed' AND queue_name = :queue_name
+  AND (completed_at, id) < (:before_at, :before_id)
 ORDER BY completed_at DESC, id DESC LIMIT :limit;
 
 -- counts --

@@ -406,6 +406,10 @@ def _cancel(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
 #: tasks must not hold the engine thread (every caller's, the heartbeats'
 #: included) for seconds.
 LIST_PAGE = 500
+#: Up to this many pending (or running) tasks, a listing of that status
+#: reads them from their index (see _listing_query): ~8 ms at 20,000 (35 ms
+#: with a type filter, which reads each row).
+LIVE_INDEX_MAX = 20_000
 
 
 def _scalar(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> Any:
@@ -671,7 +675,6 @@ class SqliteStorage:
         return finished, missing
 
     def list_tasks(self, where: TaskFilter, limit: int, after: Task | None = None) -> list[Task]:
-        finished = where.status in FINISHED
         params: dict[str, Any] = {
             "status": where.status, "task_type": where.task_type, "queue_name": where.queue_name,
             "before_id": 2**63 - 1 if after is None else after.id,
@@ -679,8 +682,33 @@ class SqliteStorage:
             else after.completed_at,
             "limit": limit,
         }  # fmt: skip
-        rows = self._read(_rows, "list_finished" if finished else "list_newest", params)
+        rows = self._read(_rows, self._listing_query(where), params)
         return [task_from_row(r) for r in rows]
+
+    def _listing_query(self, where: TaskFilter) -> str:
+        """Which statement lists ``where`` fastest. Failed tasks of one type
+        or queue: the failed tasks' index of that type or queue. Other
+        finished tasks: their index, in finish order. Pending or running ones: their own index
+        when they are few (cost: how many there are), else the walk of
+        the table from the newest (cost: how far back the page is; many
+        live tasks are mostly recent ones). Anything else: the walk."""
+        if where.status == "failed" and where.task_type is not None:
+            return "list_failed_of_type"
+        if where.status == "failed" and where.queue_name is not None:
+            return "list_failed_in_queue"
+        if where.status in FINISHED:
+            return "list_finished"
+        if where.status in ("pending", "running"):
+            counts = self.queue_counts()
+            if where.queue_name is not None:
+                live = counts.get(where.queue_name, {}).get(where.status, 0)
+            else:
+                live = sum(c.get(where.status, 0) for c in counts.values())
+            if live <= LIVE_INDEX_MAX:
+                if where.status == "running":
+                    return "list_running"
+                return "list_pending" if where.queue_name is None else "list_pending_in_queue"
+        return "list_newest"
 
     def list_by_status(self, status: str, limit: int) -> list[Task]:
         where = TaskFilter(status=status)

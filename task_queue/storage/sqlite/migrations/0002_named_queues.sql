@@ -203,6 +203,13 @@ CREATE TABLE queue_pauses (
 -- Finished tasks by status and finish time: purge() and listings.
 CREATE INDEX idx_tasks_finished ON tasks (status, completed_at)
     WHERE status IN ('completed', 'failed', 'cancelled');
+-- The dead-letter set by queue and by type, most recently failed last:
+-- the failed tasks of one queue or one type, a page at a time, without
+-- reading the others (the dashboard's filters, retry_failed(queue_name=,
+-- task_type=)). Only tasks failed for good enter them (once), so the claim
+-- and the completion never touch them.
+CREATE INDEX idx_tasks_failed_queue ON tasks (queue_name, completed_at) WHERE status = 'failed';
+CREATE INDEX idx_tasks_failed_type ON tasks (task_type, completed_at) WHERE status = 'failed';
 -- The claim's index: per queue, in claim order. A claim reads the first
 -- rows of each queue it serves (one seek per queue), however many tasks
 -- the table or the other queues hold.
