@@ -67,7 +67,7 @@ class Listener:
         self._connected = False
         self._syncs_asked = 0
         self._syncs_done = 0
-        self._subscribers: set[Callable[[], None]] = set()
+        self._subscribers: set[Callable[[int], None]] = set()
         self._users = 0
         self._stopped = False
         self._wake_r, self._wake_w = os.pipe()
@@ -129,11 +129,12 @@ class Listener:
         with self._cond:
             return self._cond.wait_for(lambda: self._connected or self._stopped, timeout)
 
-    def subscribe(self, callback: Callable[[], None]) -> None:
+    def subscribe(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(sender pid)`` on each notification (0: a reconnect)."""
         with self._cond:
             self._subscribers.add(callback)
 
-    def unsubscribe(self, callback: Callable[[], None]) -> None:
+    def unsubscribe(self, callback: Callable[[int], None]) -> None:
         with self._cond:
             self._subscribers.discard(callback)
 
@@ -146,7 +147,7 @@ class Listener:
             self._cond.notify_all()
         for callback in subscribers:
             try:
-                callback()
+                callback(pid)
             except Exception:  # pragma: no cover - a subscriber's own bug
                 LOGGER.exception("task_queue listener: a wake-up callback failed")
 
@@ -301,7 +302,7 @@ class Feed:
         self._check_open = check_open
         self._seen: int | None = None
         self._next_blind = 0.0
-        self._callbacks: list[Callable[[], None]] = []
+        self._callbacks: list[Callable[[int], None]] = []
 
     def changed(self) -> bool:
         self._check_open()
@@ -329,9 +330,15 @@ class Feed:
         """Call ``callback()`` (from the listener's thread) as soon as
         another process's notification arrives: an idle Worker starts a
         task enqueued elsewhere within a millisecond or two instead of at
-        its next poll. Own notifications may call it too (it is a hint)."""
-        self._callbacks.append(callback)
-        self._listener.subscribe(callback)
+        its next poll. Notifications of this storage object's own
+        connections do not call it."""
+
+        def relay(pid: int) -> None:
+            if pid == 0 or not self._own(pid):
+                callback()
+
+        self._callbacks.append(relay)
+        self._listener.subscribe(relay)
 
     def close(self) -> None:
         for callback in self._callbacks:

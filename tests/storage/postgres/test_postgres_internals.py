@@ -261,3 +261,28 @@ def test_the_server_clock_agrees_with_the_server(schema: str) -> None:
         assert abs(storage.server_clock().time() - server) < 0.5
     finally:
         storage.close()
+
+
+def test_a_notification_wakes_an_idle_worker_at_once(schema: str) -> None:
+    # poll_interval 5 s and the 1 s sweep: only the pushed wake-up (the
+    # feed's on_change) starts the task within 0.3 s.
+    from task_queue import Worker
+
+    started: list[float] = []
+    worker_queue = TaskQueue(storage=PostgresStorage(pg_dsn(), schema=schema))
+    producer = TaskQueue(storage=PostgresStorage(pg_dsn(), schema=schema))
+    try:
+        handlers = {"t": lambda payload: started.append(time.time())}
+        with Worker(worker_queue, handlers, concurrency=1, poll_interval=5.0):
+            time.sleep(1.5)  # idle: past the first claims and sweeps
+            latencies = []
+            for _ in range(3):
+                time.sleep(0.3)
+                t0 = time.time()
+                task_id = producer.enqueue("x", "t")
+                producer.wait(task_id, timeout=10)
+                latencies.append(started[-1] - t0)
+        assert sorted(latencies)[1] < 0.3, latencies
+    finally:
+        worker_queue.close()
+        producer.close()
