@@ -286,3 +286,65 @@ def test_a_notification_wakes_an_idle_worker_at_once(schema: str) -> None:
     finally:
         worker_queue.close()
         producer.close()
+
+
+# -- retries and fork ------------------------------------------------------------------------
+
+
+def test_a_deadlock_is_retried_and_the_unit_runs_again(schema: str) -> None:
+    import psycopg.errors
+
+    storage = PostgresStorage(pg_dsn(), schema=schema)
+    calls: list[int] = []
+
+    def unit(tx: Any) -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise psycopg.errors.DeadlockDetected("deadlock detected (simulated)")
+        return int(tx.one("server_time")[0] > 0)
+
+    try:
+        assert storage._run("a unit", unit) == 1
+        assert len(calls) == 3
+    finally:
+        storage.close()
+
+
+def test_conflicts_that_persist_become_database_busy(schema: str) -> None:
+    import psycopg.errors
+
+    from task_queue import DatabaseBusyError
+
+    storage = PostgresStorage(pg_dsn(), schema=schema)
+
+    def unit(tx: Any) -> None:
+        raise psycopg.errors.SerializationFailure("could not serialize (simulated)")
+
+    try:
+        with pytest.raises(DatabaseBusyError):
+            storage._run("a unit", unit)
+    finally:
+        storage.close()
+
+
+def test_a_child_after_fork_opens_its_own_connections(schema: str) -> None:
+    import os
+
+    storage = PostgresStorage(pg_dsn(), schema=schema)
+    try:
+        first = enqueue(storage, name="parent")
+        pid = os.fork()
+        if pid == 0:  # the child: never the parent's sockets
+            code = 1
+            try:
+                child_task = enqueue(storage, name="child")
+                code = 0 if storage.get(child_task) is not None else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        # The parent's pool still works (the child closed none of its sessions).
+        assert storage.get(first) is not None
+        assert {t.name for t in storage.list_by_status("pending", 10)} == {"parent", "child"}
+    finally:
+        storage.close()
