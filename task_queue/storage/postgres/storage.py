@@ -40,6 +40,7 @@ from ...errors import (
     StorageError,
     TaskNotFoundError,
 )
+from ...interrupted import note_error, note_result, note_unknown
 from ...limits import Limits
 from ...task import AttemptRecord, Claim, ScheduleInfo, Task, WorkerInfo
 from ..base import (
@@ -782,7 +783,7 @@ class PostgresStorage:
         attempt = 0
         while True:
             pool = self._pool_now()
-            committing = False
+            committing = done = False
             try:
                 with pool.connection() as conn:
                     tx = _Tx(conn.cursor())
@@ -796,28 +797,49 @@ class PostgresStorage:
                             committing = not readonly
                             result = fn(tx, *args)
                             tx.flush_counts()
+                        done = True
                     finally:
                         conn._task_queue_used = time.monotonic()
                     if tx.changed and self._notifier.now_or_later():
                         self._notify(conn)
                     return result
-            except self._pool_timeout_error as exc:
-                raise StorageError(
-                    f"PostgreSQL: {what}: no connection within {self._pool_timeout:g}s ({exc})"
-                ) from exc
-            except _Again:
-                if attempt >= RETRIES:
-                    raise StorageError(f"PostgreSQL: {what} kept racing; try again") from None
-            except psycopg.Error as exc:
-                broken = isinstance(exc, psycopg.OperationalError) and not is_retried(exc)
-                if is_retried(exc) and attempt < RETRIES:
-                    pass
-                elif broken and not committing and attempt < 2:
-                    pass  # the connection died before anything could commit
-                else:
-                    raise typed(exc, what) from exc
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    # An interrupt (Ctrl-C, an asynchronous TaskTimeout): say
+                    # what it left behind, as the SQLite engine does
+                    # (interrupted.py; enqueue() turns it into task_ids).
+                    if done:
+                        note_result(exc, result)
+                    elif committing:
+                        note_unknown(exc)  # the commit may or may not have happened
+                    else:
+                        note_error(exc, exc)  # rolled back: nothing written
+                    raise
+                if not isinstance(exc, (self._pool_timeout_error, _Again, psycopg.Error)):
+                    raise
+                self._failed(what, exc, attempt, committing)
             attempt += 1
             time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))
+
+    def _failed(self, what: str, exc: Exception, attempt: int, committing: bool) -> None:
+        """Raise the typed error for a failed attempt, or return to retry it:
+        conflicts (deadlock, serialization, lock timeout) up to RETRIES
+        times, a connection that died before anything could commit twice
+        (the pool replaces it)."""
+        if isinstance(exc, self._pool_timeout_error):  # before psycopg.Error: a subclass
+            raise StorageError(
+                f"PostgreSQL: {what}: no connection within {self._pool_timeout:g}s ({exc})"
+            ) from exc
+        if isinstance(exc, _Again):
+            if attempt < RETRIES:
+                return
+            raise StorageError(f"PostgreSQL: {what} kept racing; try again") from None
+        broken = isinstance(exc, self._psycopg.OperationalError) and not is_retried(exc)
+        if is_retried(exc) and attempt < RETRIES:
+            return
+        if broken and not committing and attempt < 2:
+            return
+        raise typed(exc, what) from exc
 
     def _notify(self, conn: Any) -> None:
         with contextlib.suppress(Exception):

@@ -348,3 +348,25 @@ def test_a_child_after_fork_opens_its_own_connections(schema: str) -> None:
         assert {t.name for t in storage.list_by_status("pending", 10)} == {"parent", "child"}
     finally:
         storage.close()
+
+
+def test_an_interrupt_says_what_it_left_behind(schema: str) -> None:
+    # As the SQLite engine does (task_queue/interrupted.py): before the
+    # commit, nothing was written; during a statement that is its own
+    # commit, unknown; enqueue() turns these into exc.task_ids.
+    storage = PostgresStorage(pg_dsn(), schema=schema)
+
+    def interrupted(tx: Any) -> None:
+        tx.one("server_time")
+        raise KeyboardInterrupt
+
+    try:
+        with pytest.raises(KeyboardInterrupt) as in_transaction:
+            storage._run("a unit", interrupted, transaction=True)
+        assert isinstance(in_transaction.value.task_queue_error, KeyboardInterrupt)
+        with pytest.raises(KeyboardInterrupt) as autocommit:
+            storage._run("a unit", interrupted, transaction=False)
+        assert autocommit.value.task_queue_unknown is True
+        assert storage.counts() == {}  # and the storage still works
+    finally:
+        storage.close()
