@@ -26,7 +26,7 @@ from task_queue.storage.base import Completion
 from task_queue.storage.postgres import PostgresStorage
 from task_queue.storage.postgres.clock import ServerClock
 from task_queue.storage.postgres.notify import Notifier
-from task_queue.storage.postgres.storage import MIGRATIONS, SCHEMA_VERSION
+from task_queue.storage.postgres.schema import MIGRATIONS, SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def _task(n: int) -> Any:
 
 
 def _explain_claim(tx: Any) -> str:
-    from task_queue.storage.postgres.storage import Q
+    from task_queue.storage.postgres.units import Q
 
     params = {
         "worker_id": "w", "now": T0, "lease_expires_at": T0 + 30, "token": 1, "limit": 50,

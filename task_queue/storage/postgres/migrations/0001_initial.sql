@@ -17,7 +17,7 @@
 -- * Autovacuum per table: tasks churn (every task is updated 2-3 times and
 --   deleted by purge), so its dead rows are vacuumed at 1% instead of 20%.
 -- * Unique keys: a partial unique index, written with ON CONFLICT DO NOTHING
---   and then looked up (storage.py).
+--   and then looked up (units.py).
 
 CREATE TABLE tasks (
     -- An identity column: ids are never reused, even after purge(), so an
