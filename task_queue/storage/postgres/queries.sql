@@ -469,10 +469,10 @@ SELECT last_slot FROM schedules WHERE name = %(name)s;
 
 -- lock_schedule --
 -- Serializes the firing of schedule :name across processes for the rest of
--- the transaction (an advisory lock: the schedule row may not exist yet),
--- then reads its last slot: whoever fires a slot first, the others see it.
-SELECT pg_advisory_xact_lock(hashtext('task_queue.schedule'), hashtext(%(name)s)),
-       (SELECT last_slot FROM schedules WHERE name = %(name)s);
+-- the transaction (an advisory lock: the schedule row may not exist yet).
+-- Its last slot is read by the next statement, whose snapshot is taken
+-- after the lock was had: whoever fired a slot first, the others see it.
+SELECT pg_advisory_xact_lock(hashtext('task_queue.schedule'), hashtext(%(name)s));
 
 -- slot_taken --
 -- Was slot :slot of schedule :name fired already?

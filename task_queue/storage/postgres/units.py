@@ -482,7 +482,9 @@ def _fire(
 ) -> list[tuple[float, int]]:
     # Under the schedule's advisory lock: whoever fires a slot first, the
     # others see it (and the unique slot record backs it up).
-    _, last = tx.one("lock_schedule", {"name": name})
+    tx.rows("lock_schedule", {"name": name})
+    row = tx.one("schedule_last_slot", {"name": name})
+    last = None if row is None else row[0]
     fired: list[tuple[float, int]] = []
     for slot, task in slots:
         if last is not None and slot <= last:
