@@ -28,7 +28,10 @@ Three pieces:
   When nothing new has arrived it makes the listener do one round trip on
   its connection first: a NOTIFY committed before that round trip has been
   delivered by the end of it, so ``changed()`` is never behind a commit
-  that finished before it was called.
+  that finished before it was called. (Own connections are known by their
+  backend pids; a pid the OS later reuses for another process's session
+  would hide that session's notifications from this feed: polling, the
+  fallback, still finds its work.)
 """
 
 from __future__ import annotations
