@@ -118,6 +118,12 @@ class TaskQueue:
     ) -> None:
         """Open (creating if needed, mode 0600) the queue at ``path``.
 
+        path: a SQLite file, or a PostgreSQL URI (``postgresql://...`` or
+            ``postgres://...``): then the queue is a
+            :class:`~task_queue.storage.postgres.PostgresStorage` (the
+            SQLite options are refused) and, unless ``clock`` is given,
+            every "now" is the database server's (its ``server_clock()``).
+
         lease_seconds: how long a claim lasts without renewal; a crashed
             worker's task is rescued this long after its last renewal.
         synchronous, busy_timeout, max_batch: options of the SQLite storage
@@ -168,8 +174,24 @@ class TaskQueue:
                 f"{', '.join(sorted(sqlite_options))}: options of the SQLite storage; "
                 "with storage= given, set them on that storage"
             )
+        if storage is None and is_postgres_dsn(self.path):
+            if sqlite_options:
+                raise ValueError(
+                    f"{', '.join(sorted(sqlite_options))}: options of the SQLite storage, "
+                    "not of PostgreSQL; for PostgreSQL's (pool_size, schema...) pass "
+                    "storage=PostgresStorage(dsn, ...)"
+                )
+            from .storage.postgres import PostgresStorage
+
+            storage = PostgresStorage(self.path)
         #: The backend (:class:`~task_queue.storage.base.Storage`).
         self.storage: Storage = storage or SqliteStorage(self.path, **sqlite_options)  # type: ignore[arg-type]
+        if clock is None:
+            # A backend whose clock is the database server's (PostgreSQL:
+            # machines' clocks differ, the server's is the one shared).
+            server_clock = getattr(self.storage, "server_clock", None)
+            if server_clock is not None:
+                self.clock = server_clock()
         #: Observers of every event (:meth:`add_hook`).
         self.hooks = Hooks()
         for hook in hooks:
@@ -1264,7 +1286,14 @@ class TaskQueue:
         self.close()
 
     def __repr__(self) -> str:
+        if not isinstance(self.storage, SqliteStorage):
+            return f"TaskQueue(storage={self.storage!r})"
         return f"TaskQueue({self.path!r})"
+
+
+def is_postgres_dsn(path: str) -> bool:
+    """``postgresql://...`` or ``postgres://...``: TaskQueue picks PostgresStorage."""
+    return path.startswith(("postgresql://", "postgres://"))
 
 
 def _claim_args(

@@ -5,12 +5,23 @@ storage contract suite run against every backend (plus each backend's own
 internals), ``integration/`` a real queue file with real threads in one
 process, ``processes/`` several real processes: faults, kills, signals, fork.
 Shared helpers live in ``support/``.
+
+``TASK_QUEUE_TEST_BACKEND=postgres`` runs the integration and process tests
+against PostgreSQL (``TASK_QUEUE_TEST_PG_DSN``): ``db_path`` is then a
+PostgreSQL URI whose ``options`` put a fresh schema first on the search
+path, so every ``TaskQueue(db_path)`` of a test (and of the processes it
+starts) opens a PostgresStorage on a queue of its own. Tests of what only
+SQLite has (files, pragmas, the engine) are marked ``sqlite_only`` and
+skipped there; ``.ci/run`` runs a selection of directories a second time
+this way.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +31,22 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from support import Procs
+from support.postgres import fresh_schema, pg_dsn
 
 from task_queue import HandlerRegistry, ManualClock, TaskQueue
+
+#: The backend the integration and process tests run on.
+BACKEND = os.environ.get("TASK_QUEUE_TEST_BACKEND", "sqlite")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if BACKEND != "postgres":
+        return
+    for item in items:
+        marker = item.get_closest_marker("sqlite_only")
+        if marker is not None:
+            why = marker.args[0] if marker.args else "tests what only the SQLite backend has"
+            item.add_marker(pytest.mark.skip(reason=f"sqlite_only: {why}"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,8 +64,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "queue.db")
+def db_path(tmp_path: Path) -> Iterator[str]:
+    """Where the test's queue lives: a SQLite file, or (with
+    TASK_QUEUE_TEST_BACKEND=postgres) a PostgreSQL URI of a fresh schema."""
+    if BACKEND != "postgres":
+        yield str(tmp_path / "queue.db")
+        return
+    dsn = pg_dsn()
+    schema, drop = fresh_schema(dsn, "it")
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    options = urllib.parse.quote(f"-csearch_path={schema}")
+    yield f"{dsn}{'&' if '?' in dsn else '?'}options={options}"
+    drop()
 
 
 @pytest.fixture

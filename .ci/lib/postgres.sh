@@ -1,7 +1,11 @@
 # shellcheck shell=bash
 # Sourced. A throwaway PostgreSQL server for the tests.
 #
-#   pg_start   exports TASK_QUEUE_TEST_PG_DSN (database task_queue_test)
+#   pg_start   exports TASK_QUEUE_TEST_PG_DSN (database task_queue_test), and
+#              for the fault tests that restart the server (run as the
+#              postgres user): TASK_QUEUE_TEST_PG_CTL (pg_ctl),
+#              TASK_QUEUE_TEST_PG_DATA (the data directory) and
+#              TASK_QUEUE_TEST_PG_LOG (the server log)
 #   pg_stop    stops the server and removes its directory (registered on exit)
 #
 # TASK_QUEUE_TEST_PG_DSN already set means "use that server": none is started,
@@ -175,6 +179,9 @@ CONF
         return 1
     fi
     export TASK_QUEUE_TEST_PG_DSN="$dsn"
+    export TASK_QUEUE_TEST_PG_CTL="$_pg_bin/pg_ctl"
+    export TASK_QUEUE_TEST_PG_DATA="$_pg_dir/data"
+    export TASK_QUEUE_TEST_PG_LOG="$_pg_dir/server.log"
     echo "PostgreSQL $("$_pg_bin/postgres" --version | awk '{print $3}') in $_pg_dir:" \
         "TASK_QUEUE_TEST_PG_DSN=$TASK_QUEUE_TEST_PG_DSN"
 }

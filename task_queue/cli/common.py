@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ..queue import TaskQueue
+from ..queue import TaskQueue, is_postgres_dsn
 from ..task import Task
 from .format import clean, priority_name
 
@@ -34,13 +34,27 @@ class CliError(Exception):
 
 
 def db_path(args: argparse.Namespace) -> str:
-    """The queue file: ``--db``, else ``$TASK_QUEUE_DB``, else taskqueue.db."""
+    """The queue file: ``--db``, else ``$TASK_QUEUE_DB``, else taskqueue.db
+    (or a PostgreSQL URI, ``postgresql://...``, in either)."""
     given: str | None = getattr(args, "db", None)
     return given or os.environ.get(DB_ENV) or DEFAULT_DB
 
 
+def shown(path: str) -> str:
+    """The queue's path as printed and logged: a PostgreSQL URI without its password."""
+    if is_postgres_dsn(path):
+        from ..storage.postgres.storage import redact_dsn
+
+        return redact_dsn(path)
+    return path
+
+
 def busy_timeout(args: argparse.Namespace, default: float | None) -> float | None:
-    """``--busy-timeout``, else ``default`` (None: the library's own)."""
+    """``--busy-timeout``, else ``default`` (None: the library's own). None
+    for a PostgreSQL URI: SQLite's busy timeout means nothing there (its
+    storage waits ``lock_timeout`` for a row lock and retries conflicts)."""
+    if is_postgres_dsn(db_path(args)):
+        return None
     given: float | None = getattr(args, "busy_timeout", None)
     return default if given is None else given
 
@@ -48,7 +62,10 @@ def busy_timeout(args: argparse.Namespace, default: float | None) -> float | Non
 def is_queue_file(path: str) -> bool:
     """True if ``path`` may hold a queue: an existing regular file, not
     empty (opening an empty file would create a queue in it). Whether it
-    really is one is for TaskQueue to say (NotAQueueDatabaseError)."""
+    really is one is for TaskQueue to say (NotAQueueDatabaseError). A
+    PostgreSQL URI always may (its tables are created on first use)."""
+    if is_postgres_dsn(path):
+        return True
     if not os.path.isfile(path):
         return False
     if os.path.getsize(path) > 0:

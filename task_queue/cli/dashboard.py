@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .common import CliError, db_path, is_queue_file
+from .common import CliError, db_path, is_queue_file, shown
 
 #: Read when ``--auth-token`` is not given: a token on the command line is
 #: visible to every user of the machine (``ps``), one in the environment is not.
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         mode = " (read-only)" if args.read_only else ""
         auth = "; open it once with ?token=<your token>" if token else ""
-        print(f"task_queue dashboard of {db} on {url}{mode}{auth}", flush=True)
+        print(f"task_queue dashboard of {shown(db)} on {url}{mode}{auth}", flush=True)
 
     try:
         serve(

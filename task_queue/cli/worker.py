@@ -22,7 +22,7 @@ from ..queue import TaskQueue
 from ..registry import TASK_HANDLERS, HandlerRegistry
 from ..worker import Worker, WorkerOptions
 from ..worker.burst import BurstCheck
-from .common import CliError, busy_timeout, db_path
+from .common import CliError, busy_timeout, db_path, shown
 from .format import clean, elapsed
 
 if TYPE_CHECKING:
@@ -55,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
         worker = Worker(queue, handlers, options=options)
         LOGGER.info(
             "worker %s starting: db %s, queues %s, concurrency %d, handlers %s (from %s)%s",
-            worker.name, path, "all" if options.queues is None else ",".join(options.queues),
+            worker.name, shown(path), "all" if options.queues is None else ",".join(options.queues),
             options.concurrency, ",".join(sorted(handlers)), ", ".join(sources),
             ", burst" if args.burst else "",
             extra={
-                "event": "worker_started", "db": path, "queues": options.queues,
+                "event": "worker_started", "db": shown(path), "queues": options.queues,
                 "concurrency": options.concurrency, "handlers": sorted(handlers),
                 "pid": os.getpid(), "burst": args.burst,
             },

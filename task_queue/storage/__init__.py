@@ -10,6 +10,7 @@ from .base import (
     Rescue,
     Storage,
 )
+from .postgres import PostgresStorage  # psycopg is imported only when one is made
 from .sqlite import SqliteStorage
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "FailureRecord",
     "NewTask",
     "Owner",
+    "PostgresStorage",
     "Rescue",
     "SqliteStorage",
     "Storage",

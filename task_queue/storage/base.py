@@ -15,9 +15,18 @@ Conventions every operation follows:
 * **Fenced.** An operation on a claim (:class:`~task_queue.task.Claim`)
   applies only while the task is still ``running`` under that claim token;
   otherwise it changes nothing and reports the claim as not recorded.
-* **Times.** ``now`` is the caller's clock (UTC epoch seconds). Leases and
-  backoffs are passed as *durations*, so a backend whose clock is the
-  database server's (PostgreSQL) can apply them to its own ``now()``.
+* **Times.** ``now`` is the caller's clock (UTC epoch seconds), stored as
+  given. Leases and backoffs are passed as *durations*. A backend shared
+  by several machines offers the optional capability ``server_clock() ->
+  Clock`` (PostgreSQL: the server's ``clock_timestamp()``, see
+  ``storage/postgres/clock.py``); TaskQueue then takes every ``now`` from
+  it unless it was given a clock, so processes on machines whose clocks
+  differ agree on leases, due times and rescue.
+
+Optional capabilities (looked up with ``getattr``; a backend need not have
+them): ``server_clock()`` above; ``data_version()`` (SQLite); a change
+feed's ``on_change(callback)`` (PostgreSQL: wake a Worker as soon as
+another process's notification arrives, not only at its next poll).
 * **Errors.** Failures of the database itself raise
   :class:`~task_queue.errors.StorageError` subclasses (busy past the
   timeout, disk full, read-only, closed...). Nothing else escapes except
@@ -163,8 +172,8 @@ class ChangeFeed(Protocol):
     """Cross-process wake-up: tells a poller cheaply that *another* process
     committed something, so it runs a claim instead of guessing.
 
-    SQLite answers from ``PRAGMA data_version`` (a few µs); a server
-    backend would answer from LISTEN/NOTIFY. Changes made through the same
+    SQLite answers from ``PRAGMA data_version`` (a few µs); PostgreSQL from
+    LISTEN/NOTIFY (``storage/postgres/notify.py``). Changes made through the same
     storage object are not reported (the queue wakes its own listeners).
     """
 

@@ -85,6 +85,11 @@ class Dispatcher:
         self._monotonic = queue.clock.monotonic
         self._wake = Wakeup()
         self._feed = queue.change_feed()
+        # A feed that can push (PostgreSQL's LISTEN) wakes us at once; the
+        # poll below stays as the fallback.
+        on_change = getattr(self._feed, "on_change", None)
+        if on_change is not None:
+            on_change(self.hint)
         self._jumps = JumpDetector(queue.clock)
         self._maybe_more = True
         # Something changed (here or in another process): a queue may have

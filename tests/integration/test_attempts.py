@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
+
+from support import rawdb
 
 from task_queue import RetryPolicy, TaskQueue, Worker, current_task
 
@@ -59,6 +60,5 @@ def test_a_purge_takes_the_history_along(clocked_queue: TaskQueue) -> None:
     assert len(q.attempts(task_id)) == 1
     q.clock.advance(1)  # type: ignore[attr-defined]
     assert q.purge(0, statuses=["failed"]) == 1
-    conn = sqlite3.connect(q.path)
-    assert conn.execute("SELECT count(*) FROM task_attempts").fetchone() == (0,)
-    conn.close()
+    with rawdb.connect(q.path) as conn:
+        assert conn.rows("SELECT count(*) FROM task_attempts") == [(0,)]

@@ -227,12 +227,14 @@ def test_an_empty_existing_file_becomes_a_queue(tmp_path: Path) -> None:
         assert q.get_queue_stats()["pending"] == 1
 
 
+@pytest.mark.sqlite_only("file modes")
 def test_a_new_file_is_private(db_path: str) -> None:
     with TaskQueue(db_path):
         pass
     assert os.stat(db_path).st_mode & 0o077 == 0
 
 
+@pytest.mark.sqlite_only("SQLite schema versions (PostgreSQL: tests/storage/postgres)")
 def test_a_newer_schema_version_is_refused(db_path: str) -> None:
     with TaskQueue(db_path) as q:
         q.enqueue("a", "t")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import collections
-import sqlite3
 import threading
 from collections.abc import Callable
+
+from support import rawdb
 
 from task_queue import Task, TaskQueue
 
@@ -38,11 +39,8 @@ def assert_each_claimed_once(db_path: str, ids: list[int], claimed: list[list[in
     duplicates = [i for i, n in collections.Counter(every).items() if n > 1]
     assert duplicates == []
     assert sorted(every) == sorted(ids)
-    conn = sqlite3.connect(db_path)
-    try:
-        rows = conn.execute("SELECT status, attempts, count(*) FROM tasks GROUP BY 1, 2").fetchall()
-    finally:
-        conn.close()
+    with rawdb.connect(db_path) as conn:
+        rows = conn.rows("SELECT status, attempts, count(*) FROM tasks GROUP BY 1, 2")
     assert rows == [("running", 1, len(ids))]
 
 

@@ -49,6 +49,10 @@ TYPED = [
     TaskTimeout,
 ]
 
+pytestmark = pytest.mark.sqlite_only(
+    "busy, locked and closed files of the SQLite engine, provoked through sqlite3"
+)
+
 
 def snapshot(db_path: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Every task row and the sequence: "nothing half-written" means this is unchanged."""

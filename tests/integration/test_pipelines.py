@@ -194,12 +194,12 @@ def test_a_parent_rescued_after_a_crash_keeps_its_dependent_waiting(
     assert _status(q, child) == TaskStatus.PENDING
 
 
-def test_dependencies_work_across_processes(db_path: str, queue: TaskQueue) -> None:
+def test_dependencies_work_across_processes(db_path: str, queue: TaskQueue, tmp_path) -> None:
     from support import procs
 
     parent = queue.enqueue("p", "count")
     child = queue.enqueue("c", "count", depends_on=[parent])
-    out = db_path + ".log"
+    out = str(tmp_path / "pool.log")
     proc = procs.start("pool", db=db_path, out=out, expect=2, concurrency=2)
     try:
         done = queue.wait(child, timeout=60)

@@ -72,6 +72,7 @@ def test_constructor_arguments_are_checked(db_path: str) -> None:
         TaskQueue(db_path, synchronous="OFF")
 
 
+@pytest.mark.sqlite_only("SQLite pragmas")
 @pytest.mark.parametrize(("asked", "level"), [("FULL", 2), ("NORMAL", 1)])
 def test_wal_and_synchronous(db_path: str, asked: str, level: int) -> None:
     def unit(conn: sqlite3.Connection) -> tuple[str, int]:
@@ -127,6 +128,7 @@ def test_enqueue_without_payload_and_with_falsy_payloads(queue: TaskQueue) -> No
     assert [queue.get_task(i).payload for i in ids] == [None, 0, {}]  # type: ignore[union-attr]
 
 
+@pytest.mark.sqlite_only("reads the file with sqlite3")
 def test_enqueue_is_visible_to_another_connection_on_return(db_path: str, queue: TaskQueue) -> None:
     for i in range(20):
         task_id = queue.enqueue(f"t{i}", "t")
@@ -169,6 +171,7 @@ def test_enqueue_many_is_all_or_nothing(queue: TaskQueue, bad: object) -> None:
     assert queue.get_queue_stats()["pending"] == 0
 
 
+@pytest.mark.sqlite_only("a SQLite trigger refuses the write")
 def test_enqueue_many_rolls_back_when_the_database_refuses(db_path: str) -> None:
     # A failure inside the transaction (here: a lock held past the budget)
     # leaves none of the batch behind.

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from support import wait_until
+from support import rawdb, wait_until
 
 from task_queue import (
     QueueClosedError,
@@ -165,12 +165,9 @@ def test_a_purged_task_does_not_leave_its_waiter_hanging(db_path: str) -> None:
         thread.start()
         wait_until(lambda: [t for t in threading.enumerate() if t.name == "task_queue-waiters"])
         # Deleted behind its back (another connection: only the feed tells).
-        import sqlite3
-
-        conn = sqlite3.connect(db_path)
-        conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
-        conn.commit()
-        conn.close()
+        with rawdb.connect(db_path) as conn:
+            conn.execute("DELETE FROM tasks WHERE id = ?", (task_id,))
+            conn.announce()
         thread.join(20)
         assert errors and isinstance(errors[0], TaskNotFoundError)
         assert other.get_task(task_id) is None

@@ -9,33 +9,25 @@ index), so it holds across TaskQueue objects and across processes.
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from support import rawdb
 
 from task_queue import DuplicateTaskError, ManualClock, TaskQueue, TaskStatus
 
 
 def rows_with_key(db_path: str, key: str) -> list[tuple[int, str]]:
-    conn = sqlite3.connect(db_path)
-    try:
-        return conn.execute(
-            "SELECT id, status FROM tasks WHERE unique_key = ? ORDER BY id", (key,)
-        ).fetchall()
-    finally:
-        conn.close()
+    with rawdb.connect(db_path) as conn:
+        return conn.rows("SELECT id, status FROM tasks WHERE unique_key = ? ORDER BY id", (key,))
 
 
 def total_rows(db_path: str) -> int:
-    conn = sqlite3.connect(db_path)
-    try:
-        return int(conn.execute("SELECT count(*) FROM tasks").fetchone()[0])
-    finally:
-        conn.close()
+    with rawdb.connect(db_path) as conn:
+        return int(conn.rows("SELECT count(*) FROM tasks")[0][0])
 
 
 # -- while live: the existing id -----------------------------------------------------------
@@ -262,9 +254,9 @@ def test_enqueue_many_with_a_bad_item_adds_nothing_and_keeps_keys_free(
 
 def test_the_database_enforces_the_key_not_just_the_library(queue: TaskQueue, db_path: str) -> None:
     first = queue.enqueue("a", "t", unique_key="k")
-    conn = sqlite3.connect(db_path)
+    conn = rawdb.connect(db_path)
     try:
-        with pytest.raises(sqlite3.IntegrityError):
+        with pytest.raises(rawdb.integrity_errors()):
             conn.execute(
                 "INSERT INTO tasks (name, task_type, priority, status, created_at, max_retries,"
                 " run_at, unique_key) VALUES ('raw', 't', 2, 'pending', 0, 0, 0, 'k')"

@@ -18,11 +18,13 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from support import wait_until
 
 from task_queue import TaskQueue, TaskStatus, TaskTimeout, Worker, current_task
 
 
+@pytest.mark.sqlite_only("holds the SQLite write lock")
 def test_timeout_fires_while_the_database_is_locked_by_another_process(db_path: str) -> None:
     queue = TaskQueue(db_path, busy_timeout=30)
     started = threading.Event()

@@ -34,6 +34,7 @@ def test_stop_from_inside_a_handler_raises_instead_of_waiting_for_itself(
     assert seen and "its own handlers" in str(seen[0])
 
 
+@pytest.mark.sqlite_only("a fault of the SQLite engine")
 def test_stop_returns_despite_a_storage_fault_that_does_not_clear(
     db_path: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import Procs, check_invariants, open_readonly, wait_until
+from support import Procs, check_invariants, rawdb, wait_until
 
 from task_queue import TaskQueue
 
@@ -63,11 +63,8 @@ def expected_keys(slot: int, index: int) -> list[str]:
 
 def assert_batches_whole(db_path: str) -> set[str]:
     """No key has two rows and no batch is partly visible; returns the keys."""
-    conn = open_readonly(db_path)
-    try:
-        keys = [k for (k,) in conn.execute("SELECT unique_key FROM tasks")]
-    finally:
-        conn.close()
+    with rawdb.connect(db_path) as conn:
+        keys = [k for (k,) in conn.rows("SELECT unique_key FROM tasks")]
     per_key = Counter(keys)
     dups = {k: n for k, n in per_key.items() if n > 1}
     assert not dups, f"duplicate rows for unique keys: {dups}"

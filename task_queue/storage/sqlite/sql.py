@@ -1,27 +1,12 @@
-"""Loads the SQL once, at import: the named blocks of queries.sql, and the
-numbered migrations in migrations/ (``0002_named_queues.sql`` produces
-schema version 2)."""
+"""The SQLite backend's SQL, loaded once at import (see
+:mod:`task_queue.storage.sqlfiles`): the named blocks of queries.sql, and
+the numbered migrations in migrations/."""
 
 from __future__ import annotations
 
-import re
 import sqlite3
-from importlib import resources
 
-_HEADER = re.compile(r"^-- ([a-z0-9_]+) --$")
-
-
-def _parse(text: str) -> dict[str, str]:
-    blocks: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        match = _HEADER.match(line.strip())
-        if match:
-            current = blocks.setdefault(match.group(1), [])
-            continue
-        if current is not None and not line.lstrip().startswith("--"):
-            current.append(line)
-    return {name: "\n".join(lines).strip() for name, lines in blocks.items()}
+from ..sqlfiles import load_migrations, load_queries
 
 
 def split_statements(script: str) -> list[str]:
@@ -38,22 +23,7 @@ def split_statements(script: str) -> list[str]:
     return statements
 
 
-QUERIES: dict[str, str] = _parse(
-    resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
-)
-
-
-def _migrations() -> dict[int, str]:
-    found: dict[int, str] = {}
-    for entry in resources.files(__package__).joinpath("migrations").iterdir():
-        match = re.fullmatch(r"(\d{4})_[a-z0-9_]+\.sql", entry.name)
-        if match:
-            found[int(match.group(1))] = entry.read_text(encoding="utf-8")
-    numbers = sorted(found)
-    if numbers != list(range(1, len(numbers) + 1)):  # pragma: no cover - a packaging error
-        raise RuntimeError(f"task_queue migrations are not numbered 1..n: {numbers}")
-    return found
-
+QUERIES: dict[str, str] = load_queries("task_queue.storage.sqlite")
 
 #: The schema migrations by the version they produce.
-MIGRATIONS: dict[int, str] = _migrations()
+MIGRATIONS: dict[int, str] = load_migrations("task_queue.storage.sqlite")
