@@ -183,8 +183,10 @@ ON CONFLICT (task_type) DO UPDATE SET task_type = excluded.task_type
 RETURNING tokens, updated_at;
 
 -- set_rate_bucket --
--- What is left in the bucket after a claim.
-UPDATE rate_limits SET tokens = %(tokens)s, updated_at = %(now)s
+-- What is left in the bucket after a claim. The stamp never moves back: a
+-- claimer whose clock is behind (an injected clock, a server clock stepped
+-- back) would otherwise hand the next claimer its lag as refill time.
+UPDATE rate_limits SET tokens = %(tokens)s, updated_at = greatest(updated_at, %(now)s)
 WHERE task_type = %(task_type)s;
 
 -- complete_many --
