@@ -6,6 +6,7 @@ check``), so a bad setting is found at deploy time, not at the first task.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,10 +48,12 @@ def problems(params: Mapping[str, Any]) -> list[str]:
     if unknown:
         found.append(f"unknown OPTIONS {unknown}; known: {list(KNOWN)}")
     path = options.get("path")
+    if isinstance(path, os.PathLike):  # BASE_DIR / "tasks.db", as Django's settings write paths
+        path = os.fspath(path)
     if path is None:
         found.append('OPTIONS["path"] is required: the SQLite file of the queue')
     elif not isinstance(path, str) or not path or path == ":memory:":
-        found.append(f'OPTIONS["path"] must be a file path (a non-empty str), got {path!r}')
+        found.append(f'OPTIONS["path"] must be a file path (a non-empty str or Path), got {path!r}')
     retries = options.get("max_retries", 0)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         found.append(f'OPTIONS["max_retries"] must be an int >= 0, got {retries!r}')
@@ -80,7 +83,7 @@ def parse(params: Mapping[str, Any]) -> BackendOptions:
     options = params.get("OPTIONS", {})
     timeout = options.get("timeout")
     return BackendOptions(
-        path=options["path"],
+        path=os.fspath(options["path"]),
         max_retries=options.get("max_retries", 0),
         timeout=None if timeout is None else float(timeout),
         lease_seconds=float(options.get("lease_seconds", 30.0)),

@@ -193,6 +193,19 @@ def test_good_settings_pass_the_checks() -> None:
     assert [e for e in checks.run_checks() if e.id.startswith("task_queue")] == []
 
 
+@pytest.mark.sqlite_only("a file path")
+def test_path_may_be_a_pathlib_path(tmp_path: Path) -> None:
+    # Regression: the README's `"path": BASE_DIR / "tasks.db"` failed the checks (str only).
+    entry = {
+        "BACKEND": "task_queue.contrib.django.TaskQueueBackend",
+        "OPTIONS": {"path": tmp_path / "tasks.db"},
+    }
+    with override_settings(TASKS={"default": entry}):
+        assert [e for e in checks.run_checks() if e.id.startswith("task_queue")] == []
+        assert task_backends["default"].queue.path == str(tmp_path / "tasks.db")
+    close_all()
+
+
 def test_the_app_label_does_not_clash_with_django() -> None:
     from django.apps import apps
 
