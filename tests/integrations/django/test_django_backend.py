@@ -18,7 +18,7 @@ from django.utils import timezone
 from tqproject.shop import tasks
 from tqproject.shop.models import Order
 
-from task_queue.contrib.django import TaskQueueBackend
+from task_queue.contrib.django import TaskQueueBackend, transactions
 from task_queue.contrib.django.compat import (
     FRAMEWORK,
     InvalidTask,
@@ -26,6 +26,7 @@ from task_queue.contrib.django.compat import (
     TaskResultStatus,
     task_backends,
 )
+from task_queue.contrib.django.options import problems, shown
 from task_queue.contrib.django.queues import close_all
 
 
@@ -165,8 +166,15 @@ def test_the_queue_opens_lazily_and_is_shared_by_threads(tmp_path: Path) -> None
 
 BAD = [
     ({"OPTIONS": {"path": "x.db", "pathh": 1}}, "unknown OPTIONS ['pathh']"),
-    ({"OPTIONS": {}}, 'OPTIONS["path"] is required'),
+    ({"OPTIONS": {}}, 'OPTIONS["path"] (the SQLite file of the queue) or OPTIONS["url"]'),
     ({"OPTIONS": {"path": ""}}, 'OPTIONS["path"] must be a file path'),
+    ({"OPTIONS": {"path": "x.db", "url": "postgresql://h/db"}}, 'both "path"'),
+    ({"OPTIONS": {"path": "postgresql://h/db"}}, 'a PostgreSQL queue goes in OPTIONS["url"]'),
+    ({"OPTIONS": {"path": "postgress://h/db"}}, "got a URL ('postgress://h/db')"),
+    ({"OPTIONS": {"url": "sqlite:///x.db"}}, 'OPTIONS["url"] must be a PostgreSQL URI'),
+    ({"OPTIONS": {"url": "host=h dbname=db"}}, 'OPTIONS["url"] must be a PostgreSQL URI'),
+    ({"OPTIONS": {"url": ""}}, 'OPTIONS["url"] must be a PostgreSQL URI'),
+    ({"OPTIONS": {"url": 5}}, 'OPTIONS["url"] must be a PostgreSQL URI'),
     ({"OPTIONS": {"path": "x.db", "max_retries": -1}}, "max_retries"),
     ({"OPTIONS": {"path": "x.db", "max_retries": True}}, "max_retries"),
     ({"OPTIONS": {"path": "x.db", "timeout": "5"}}, "timeout"),
@@ -187,6 +195,32 @@ def test_system_checks_report_bad_options(params: dict[str, Any], message: str) 
 
         with pytest.raises(ImproperlyConfigured, match="TASKS"):
             _ = task_backends["default"].queue
+
+
+def test_a_password_in_a_url_is_not_shown_by_the_checks() -> None:
+    for where in ({"url": "mysql://app:s3cret@h/db"}, {"path": "postgres://app:s3cret@h/db"}):
+        entry = {"BACKEND": "task_queue.contrib.django.TaskQueueBackend", "OPTIONS": where}
+        with override_settings(TASKS={"default": entry}):
+            [error] = [e for e in checks.run_checks() if e.id == "task_queue_django.E001"]
+            assert "app:***@h/db" in error.msg and "s3cret" not in error.msg
+    assert shown("postgresql://app:s3cret@h/db?sslmode=require") == (
+        "postgresql://app:***@h/db?sslmode=require"
+    )
+    assert shown("/srv/tasks.db") == "/srv/tasks.db"
+
+
+def test_a_url_needs_psycopg(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
+    )
+    found = problems({"OPTIONS": {"url": "postgresql://h/db"}})
+    assert found == [
+        'OPTIONS["url"] is a PostgreSQL queue, which needs psycopg: '
+        "pip install 'task_queue[postgres]'"
+    ]
 
 
 def test_good_settings_pass_the_checks() -> None:
@@ -278,6 +312,23 @@ def test_on_another_file_the_task_commits_at_once_so_use_on_commit() -> None:
         transaction.on_commit(lambda: made.append(tasks.add.enqueue(3, 3).id))
         assert made == []
     assert len(made) == 1 and tasks.add.get_result(made[0]).args == [3, 3]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_postgresql_queue_never_looks_at_djangos_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Untouchable:
+        def __getitem__(self, alias: str) -> Any:
+            raise AssertionError(f"Django's connection {alias!r} was looked at")
+
+    with transaction.atomic():
+        monkeypatch.setattr(transactions, "connections", Untouchable())
+        assert transactions.joinable("postgresql://app@db.internal/app") is None
+        assert (
+            transactions.joinable("postgres://app@db.internal/app?options=-csearch_path%3Dq")
+            is None
+        )
 
 
 @pytest.mark.django_db(transaction=True)
