@@ -9,7 +9,8 @@ Where the queue lives is one of two keys:
   Django's transactions.
 * ``"url"``: a PostgreSQL URI, ``postgresql://user@host/db`` (or
   ``postgres://``), with libpq's query parameters (``?options=-csearch_path%3Djobs``
-  puts the queue in the schema ``jobs``). Needs ``task_queue[postgres]``.
+  puts the queue in the schema ``jobs``, which must exist). Needs
+  ``task_queue[postgres]``.
 
 Why a second key rather than a URI in ``"path"`` (which ``TaskQueue()``
 and the CLI's ``--db`` accept): a Django setting names a server it
