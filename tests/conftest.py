@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from support import Procs
-from support.postgres import fresh_schema, pg_dsn
+from support.postgres import fresh_queue_uri, pg_dsn
 
 from task_queue import HandlerRegistry, ManualClock, TaskQueue
 
@@ -70,14 +69,8 @@ def db_path(tmp_path: Path) -> Iterator[str]:
     if BACKEND != "postgres":
         yield str(tmp_path / "queue.db")
         return
-    dsn = pg_dsn()
-    schema, drop = fresh_schema(dsn, "it")
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    options = urllib.parse.quote(f"-csearch_path={schema}")
-    yield f"{dsn}{'&' if '?' in dsn else '?'}options={options}"
+    uri, drop = fresh_queue_uri(pg_dsn(), "it")
+    yield uri
     drop()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import urllib.parse
 import uuid
 from collections.abc import Callable
 
@@ -45,3 +46,21 @@ def fresh_schema(dsn: str, prefix: str = "t") -> tuple[str, Callable[[], None]]:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
     return name, drop
+
+
+def search_path_uri(dsn: str, schema: str) -> str:
+    """``dsn`` (a URI) with ``options`` putting ``schema`` first on the search
+    path: a TaskQueue opened on it keeps its tables there."""
+    options = urllib.parse.quote(f"-csearch_path={schema}")
+    return f"{dsn}{'&' if '?' in dsn else '?'}options={options}"
+
+
+def fresh_queue_uri(dsn: str, prefix: str = "t") -> tuple[str, Callable[[], None]]:
+    """A URI of a new, empty schema on the server of ``dsn`` (see
+    :func:`search_path_uri`) and a function that drops the schema."""
+    import psycopg
+
+    schema, drop = fresh_schema(dsn, prefix)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    return search_path_uri(dsn, schema), drop

@@ -1,4 +1,5 @@
-"""A backend for Django's Tasks framework, on a task_queue SQLite file.
+"""A backend for Django's Tasks framework, on a task_queue SQLite file or
+PostgreSQL database.
 
 Works with Django 6.x (``django.tasks``, Python 3.12+) and with Django 5.2
 plus the ``django-tasks`` backport (module ``django_tasks``): the same
@@ -14,7 +15,8 @@ Settings::
             "BACKEND": "task_queue.contrib.django.TaskQueueBackend",
             "QUEUES": ["default", "emails"],  # [] or absent: see Django's docs
             "OPTIONS": {
-                "path": BASE_DIR / "tasks.db",  # required: the queue's file
+                "path": BASE_DIR / "tasks.db",  # the queue's SQLite file, or:
+                # "url": "postgresql://app@db.internal/app",  # a PostgreSQL queue
                 "max_retries": 0,      # retries after the first attempt (default 0)
                 "timeout": None,       # seconds per attempt (default: no limit)
                 "lease_seconds": 30,   # a dead worker's task runs again after this
@@ -23,10 +25,15 @@ Settings::
         }
     }
 
-A bad OPTIONS entry (an unknown key, no ``path``, a wrong type) or a queue
-name the queue cannot store (1 to 100 letters, digits and ``-_.:``) is
-reported by ``manage.py check`` (``task_queue_django.E001``) and raises
-ImproperlyConfigured at first use.
+Exactly one of ``path`` (a SQLite file, str or Path) and ``url`` (a
+PostgreSQL URI, ``postgresql://`` or ``postgres://``, with libpq's query
+parameters; needs ``task_queue[postgres]``) says where the queue lives; why
+two keys: :mod:`.options`. A bad OPTIONS entry (an unknown key, neither or
+both of ``path`` and ``url``, a URL in ``path``, a ``url`` that is not a
+PostgreSQL URI, a wrong type, ``url`` without psycopg installed) or a
+queue name the queue cannot store (1 to 100 letters, digits and ``-_.:``)
+is reported by ``manage.py check`` (``task_queue_django.E001``; a password
+in a URI is shown as ``***``) and raises ImproperlyConfigured at first use.
 
 Run the tasks with ``manage.py task_queue_worker`` (options: ``--queue-name
 a,b`` or ``*``, default the ``default`` queue; ``--concurrency N``, default
@@ -79,13 +86,16 @@ that transaction: the task exists once the outermost block commits
 must be created outside a transaction first (starting the worker does it).
 Use ``"OPTIONS": {"transaction_mode": "IMMEDIATE"}`` in DATABASES: a
 deferred SQLite transaction that read, then writes after another
-connection committed, fails at once. Any other database: an enqueue
-commits at once, whatever the atomic block does later; write
-``transaction.on_commit(lambda: my_task.enqueue(...))`` when the task must
-not run for a transaction that rolls back.
+connection committed, fails at once. Any other database, and any queue on
+PostgreSQL (``url``), even in Django's own PostgreSQL database: an enqueue
+commits at once, through the queue's own connections, whatever the atomic
+block does later; write ``transaction.on_commit(lambda:
+my_task.enqueue(...))`` when the task must not run for a transaction that
+rolls back.
 
-One TaskQueue per process and file is shared by every thread's backend
-instance and opened on first use, never at import (:mod:`.queues`).
+One TaskQueue per process and queue (file, or URI) is shared by every
+thread's backend instance and opened on first use, never at import
+(:mod:`.queues`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""TaskQueueBackend: Django's Tasks framework on a task_queue file."""
+"""TaskQueueBackend: Django's Tasks framework on a task_queue file or
+PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ class TaskQueueTask(Task):
 
 
 class TaskQueueBackend(BaseTaskBackend):
-    """A Django Tasks backend storing tasks in a task_queue SQLite file, run
-    by ``manage.py task_queue_worker``. See :mod:`task_queue.contrib.django`."""
+    """A Django Tasks backend storing tasks in a task_queue SQLite file or
+    PostgreSQL database, run by ``manage.py task_queue_worker``. See
+    :mod:`task_queue.contrib.django`."""
 
     task_class = TaskQueueTask
     #: ``run_after``: an aware datetime (a naive one without USE_TZ), or a
@@ -76,7 +78,7 @@ class TaskQueueBackend(BaseTaskBackend):
 
     @property
     def queue(self) -> TaskQueue:
-        """The TaskQueue of this backend's file (one per process and file)."""
+        """The TaskQueue of this backend's file or URI (one per process and queue)."""
         return queue_for(self.backend_options)
 
     def check(self, **kwargs: Any) -> list[Any]:
@@ -121,10 +123,11 @@ class TaskQueueBackend(BaseTaskBackend):
         """Store the task; its TaskResult (READY) once it is committed.
 
         Inside ``transaction.atomic()`` on Django's default database, when
-        that database is the queue's file, the task joins the transaction:
-        it exists once the outermost block commits (``task_enqueued`` is
-        sent then; the result's ``enqueued_at`` is None until refreshed),
-        and not at all on rollback. Elsewhere it commits at once.
+        that database is the queue's SQLite file, the task joins the
+        transaction: it exists once the outermost block commits
+        (``task_enqueued`` is sent then; the result's ``enqueued_at`` is
+        None until refreshed), and not at all on rollback. Elsewhere (a
+        PostgreSQL queue included) it commits at once.
         """
         self.validate_task(task)
         spec = self._spec(task, args, kwargs)

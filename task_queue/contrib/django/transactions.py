@@ -4,10 +4,12 @@ goes in through Django's connection, in its transaction (the core's
 ``enqueue(connection=...)``): a rollback leaves no task, and workers see
 it only once the outermost block commits.
 
-Otherwise (another database, another file, PostgreSQL...) an enqueue
-commits at once, whatever the atomic block does later; defer it with
-``transaction.on_commit(lambda: my_task.enqueue(...))`` when the task must
-not run for a transaction that rolls back.
+Otherwise (another database, another file, a queue on PostgreSQL, even in
+Django's own PostgreSQL database) an enqueue commits at once, whatever the
+atomic block does later; defer it with ``transaction.on_commit(lambda:
+my_task.enqueue(...))`` when the task must not run for a transaction that
+rolls back. A PostgreSQL queue enqueues through its own pool of
+connections: Django's is never looked at.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import sqlite3
 
 from django.db import DEFAULT_DB_ALIAS, connections
+
+from ...queue import is_postgres_dsn
 
 
 def django_db_file() -> str | None:
@@ -40,7 +44,10 @@ def same_file(a: str, b: str) -> bool:
 
 def joinable(queue_path: str) -> sqlite3.Connection | None:
     """Django's raw sqlite3 connection, when this thread is inside an atomic
-    block of the default database and that database is the queue's file."""
+    block of the default database and that database is the queue's file;
+    None at once for a PostgreSQL queue (its URI is no file to compare)."""
+    if is_postgres_dsn(queue_path):
+        return None
     connection = connections[DEFAULT_DB_ALIAS]
     if connection.vendor != "sqlite" or not connection.in_atomic_block:
         return None

@@ -10,6 +10,11 @@ pytest-django brings Django's test databases and transaction handling
 DJANGO_SETTINGS_MODULE: that would also set the process's TZ for every other
 test of the run. Workers run as real subprocesses (``python -m django
 task_queue_worker``) with the same settings module.
+
+With TASK_QUEUE_TEST_BACKEND=postgres the ``default`` alias's queue is a
+fresh schema on the test server (TQ_DJANGO_QUEUE_URL, made here once per
+run, dropped at exit; the workers inherit it with the environment); tests of
+the shared SQLite file are marked ``sqlite_only``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,27 @@ if "TQ_DJANGO_DIR" not in os.environ:
     _dir = tempfile.mkdtemp(prefix="tq-django-")
     os.environ["TQ_DJANGO_DIR"] = _dir
     atexit.register(shutil.rmtree, _dir, True)
+
+if os.environ.get("TASK_QUEUE_TEST_BACKEND") == "postgres" and (
+    "TQ_DJANGO_QUEUE_URL" not in os.environ
+):
+    from support.postgres import NO_SERVER, fresh_queue_uri
+
+    _dsn = os.environ.get("TASK_QUEUE_TEST_PG_DSN")
+    if not _dsn:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {NO_SERVER}", pytrace=False)
+        pytest.skip(NO_SERVER, allow_module_level=True)
+    _url, _drop = fresh_queue_uri(_dsn, "dj")
+    os.environ["TQ_DJANGO_QUEUE_URL"] = _url
+
+    @atexit.register
+    def _drop_queue_schema() -> None:
+        from task_queue.contrib.django.queues import close_all
+
+        close_all()  # the test process's pool and listener, before the DROP
+        _drop()
+
 
 if not settings.configured:
     import tqproject.settings as project

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ from django.core import checks
 from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
+from support.postgres import fresh_queue_uri, pg_dsn
 from tqproject.shop import tasks
 from tqproject.shop.models import Order
 
-from task_queue.contrib.django import TaskQueueBackend
+from task_queue.contrib.django import TaskQueueBackend, transactions
 from task_queue.contrib.django.compat import (
     FRAMEWORK,
     InvalidTask,
@@ -26,7 +28,11 @@ from task_queue.contrib.django.compat import (
     TaskResultStatus,
     task_backends,
 )
+from task_queue.contrib.django.options import problems, shown
 from task_queue.contrib.django.queues import close_all
+
+#: The backend of the ``default`` alias's queue (tqproject/settings.py).
+BACKEND = os.environ.get("TASK_QUEUE_TEST_BACKEND", "sqlite")
 
 
 def signals(path: Path) -> list[dict[str, Any]]:
@@ -37,6 +43,11 @@ def test_the_framework_is_the_one_this_python_gets() -> None:
     import sys
 
     assert ("django.tasks" if sys.version_info >= (3, 12) else "django_tasks") == FRAMEWORK
+
+
+def test_the_default_alias_is_on_the_backend_under_test() -> None:
+    storage = type(task_backends["default"].queue.storage).__name__
+    assert storage == ("PostgresStorage" if BACKEND == "postgres" else "SqliteStorage")
 
 
 def test_enqueue_returns_a_ready_result_and_get_result_reads_it_back(signals_log: Path) -> None:
@@ -132,15 +143,36 @@ def test_payloads_that_are_not_json_are_refused_before_anything_is_written() -> 
     assert queue.get_queue_stats() == before
 
 
-def test_the_queue_opens_lazily_and_is_shared_by_threads(tmp_path: Path) -> None:
-    path = tmp_path / "lazy.db"
-    lazy = {
-        "BACKEND": "task_queue.contrib.django.TaskQueueBackend",
-        "OPTIONS": {"path": str(path)},
-    }
+@pytest.fixture
+def lazy_queue(tmp_path: Path) -> Iterator[tuple[dict[str, str], Callable[[], bool]]]:
+    """OPTIONS of a queue no one opened yet, and "has it been opened?": a
+    file that does not exist yet, or (on PostgreSQL) an empty schema."""
+    if BACKEND != "postgres":
+        path = tmp_path / "lazy.db"
+        yield {"path": str(path)}, path.exists
+        return
+    import psycopg
+
+    url, drop = fresh_queue_uri(pg_dsn(), "djlazy")
+
+    def opened() -> bool:
+        with psycopg.connect(url) as conn:  # its search_path is the schema
+            row = conn.execute("SELECT to_regclass('tasks') IS NOT NULL").fetchone()
+        return bool(row and row[0])
+
+    yield {"url": url}, opened
+    close_all()
+    drop()
+
+
+def test_the_queue_opens_lazily_and_is_shared_by_threads(
+    lazy_queue: tuple[dict[str, str], Callable[[], bool]],
+) -> None:
+    where, opened = lazy_queue
+    lazy = {"BACKEND": "task_queue.contrib.django.TaskQueueBackend", "OPTIONS": where}
     with override_settings(TASKS={**__import__("django.conf").conf.settings.TASKS, "lazy": lazy}):
         made = tasks.add.using(backend="lazy")  # validate_task ran: nothing opened
-        assert not path.exists()
+        assert not opened()
         seen: list[Any] = []
 
         def enqueue() -> None:
@@ -153,9 +185,9 @@ def test_the_queue_opens_lazily_and_is_shared_by_threads(tmp_path: Path) -> None
             t.start()
         for t in threads:
             t.join()
-        assert path.exists()
+        assert opened()
         assert len({id(b) for b, _ in seen}) == 4  # Django: one backend per thread
-        assert len({id(q) for _, q in seen}) == 1  # one TaskQueue per process and file
+        assert len({id(q) for _, q in seen}) == 1  # one TaskQueue per process and queue
         assert seen[0][1].get_queue_stats()["pending"] == 4
     close_all()
 
@@ -165,8 +197,15 @@ def test_the_queue_opens_lazily_and_is_shared_by_threads(tmp_path: Path) -> None
 
 BAD = [
     ({"OPTIONS": {"path": "x.db", "pathh": 1}}, "unknown OPTIONS ['pathh']"),
-    ({"OPTIONS": {}}, 'OPTIONS["path"] is required'),
+    ({"OPTIONS": {}}, 'OPTIONS["path"] (the SQLite file of the queue) or OPTIONS["url"]'),
     ({"OPTIONS": {"path": ""}}, 'OPTIONS["path"] must be a file path'),
+    ({"OPTIONS": {"path": "x.db", "url": "postgresql://h/db"}}, 'both "path"'),
+    ({"OPTIONS": {"path": "postgresql://h/db"}}, 'a PostgreSQL queue goes in OPTIONS["url"]'),
+    ({"OPTIONS": {"path": "postgress://h/db"}}, "got a URL ('postgress://h/db')"),
+    ({"OPTIONS": {"url": "sqlite:///x.db"}}, 'OPTIONS["url"] must be a PostgreSQL URI'),
+    ({"OPTIONS": {"url": "host=h dbname=db"}}, 'OPTIONS["url"] must be a PostgreSQL URI'),
+    ({"OPTIONS": {"url": ""}}, 'OPTIONS["url"] must be a PostgreSQL URI'),
+    ({"OPTIONS": {"url": 5}}, 'OPTIONS["url"] must be a PostgreSQL URI'),
     ({"OPTIONS": {"path": "x.db", "max_retries": -1}}, "max_retries"),
     ({"OPTIONS": {"path": "x.db", "max_retries": True}}, "max_retries"),
     ({"OPTIONS": {"path": "x.db", "timeout": "5"}}, "timeout"),
@@ -189,8 +228,47 @@ def test_system_checks_report_bad_options(params: dict[str, Any], message: str) 
             _ = task_backends["default"].queue
 
 
+def test_a_password_in_a_url_is_not_shown_by_the_checks() -> None:
+    for where in ({"url": "mysql://app:s3cret@h/db"}, {"path": "postgres://app:s3cret@h/db"}):
+        entry = {"BACKEND": "task_queue.contrib.django.TaskQueueBackend", "OPTIONS": where}
+        with override_settings(TASKS={"default": entry}):
+            [error] = [e for e in checks.run_checks() if e.id == "task_queue_django.E001"]
+            assert "app:***@h/db" in error.msg and "s3cret" not in error.msg
+    assert shown("postgresql://app:s3cret@h/db?sslmode=require") == (
+        "postgresql://app:***@h/db?sslmode=require"
+    )
+    assert shown("/srv/tasks.db") == "/srv/tasks.db"
+
+
+def test_a_url_needs_psycopg(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real(name, *a)
+    )
+    found = problems({"OPTIONS": {"url": "postgresql://h/db"}})
+    assert found == [
+        'OPTIONS["url"] is a PostgreSQL queue, which needs psycopg: '
+        "pip install 'task_queue[postgres]'"
+    ]
+
+
 def test_good_settings_pass_the_checks() -> None:
     assert [e for e in checks.run_checks() if e.id.startswith("task_queue")] == []
+
+
+@pytest.mark.sqlite_only("a file path")
+def test_path_may_be_a_pathlib_path(tmp_path: Path) -> None:
+    # Regression: the README's `"path": BASE_DIR / "tasks.db"` failed the checks (str only).
+    entry = {
+        "BACKEND": "task_queue.contrib.django.TaskQueueBackend",
+        "OPTIONS": {"path": tmp_path / "tasks.db"},
+    }
+    with override_settings(TASKS={"default": entry}):
+        assert [e for e in checks.run_checks() if e.id.startswith("task_queue")] == []
+        assert task_backends["default"].queue.path == str(tmp_path / "tasks.db")
+    close_all()
 
 
 def test_the_app_label_does_not_clash_with_django() -> None:
@@ -203,6 +281,7 @@ def test_the_app_label_does_not_clash_with_django() -> None:
 # -- transactions -----------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("joins Django's transaction on the queue's SQLite file")
 @pytest.mark.django_db(transaction=True)
 def test_inside_atomic_on_the_same_file_the_task_joins_the_transaction(signals_log: Path) -> None:
     shared = tasks.add.using(backend="shared")
@@ -229,6 +308,7 @@ def test_inside_atomic_on_the_same_file_the_task_joins_the_transaction(signals_l
     assert queue.get_queue_stats()["pending"] == 1
 
 
+@pytest.mark.sqlite_only("joins Django's transaction on the queue's SQLite file")
 @pytest.mark.django_db(transaction=True)
 def test_a_nested_atomic_rolled_back_takes_its_task_along() -> None:
     shared = tasks.add.using(backend="shared")
@@ -248,9 +328,10 @@ def test_a_nested_atomic_rolled_back_takes_its_task_along() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_on_another_file_the_task_commits_at_once_so_use_on_commit() -> None:
-    # The default alias's queue is queue.db, not Django's database: an
-    # enqueue inside atomic() commits at once and survives a rollback.
+def test_on_another_queue_the_task_commits_at_once_so_use_on_commit() -> None:
+    # The default alias's queue is queue.db, not Django's database (or, with
+    # TASK_QUEUE_TEST_BACKEND=postgres, a PostgreSQL schema): an enqueue
+    # inside atomic() commits at once and survives a rollback.
     with pytest.raises(RuntimeError), transaction.atomic():
         early = tasks.add.enqueue(1, 1)
         raise RuntimeError("roll back")
@@ -267,6 +348,29 @@ def test_on_another_file_the_task_commits_at_once_so_use_on_commit() -> None:
     assert len(made) == 1 and tasks.add.get_result(made[0]).args == [3, 3]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_postgresql_queue_never_looks_at_djangos_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Untouchable:
+        def __getitem__(self, alias: str) -> Any:
+            raise AssertionError(f"Django's connection {alias!r} was looked at")
+
+    with transaction.atomic():
+        monkeypatch.setattr(transactions, "connections", Untouchable())
+        assert transactions.joinable("postgresql://app@db.internal/app") is None
+        assert (
+            transactions.joinable("postgres://app@db.internal/app?options=-csearch_path%3Dq")
+            is None
+        )
+        if BACKEND == "postgres":  # the default alias's queue is on PostgreSQL: a real enqueue
+            made = tasks.add.enqueue(1, 2)
+            assert made.enqueued_at is not None  # committed at once, not at the block's end
+            monkeypatch.undo()
+            assert task_backends["default"].queue.get_task(int(made.id)) is not None
+
+
+@pytest.mark.sqlite_only("the shared alias is Django's SQLite file")
 @pytest.mark.django_db(transaction=True)
 def test_the_queue_of_the_shared_alias_is_djangos_database_file() -> None:
     from django.db import connection

@@ -1,7 +1,8 @@
 """``manage.py task_queue_worker`` in real subprocesses: results with every
 field, retries and errors, context, async tasks, signals (task_finished
 carries the committed status), --burst, --queue-name, priority order,
-SIGTERM, and a transaction joined by the enqueue."""
+SIGTERM, a transaction joined by the enqueue (SQLite) and on_commit()
+(every backend)."""
 
 from __future__ import annotations
 
@@ -182,6 +183,7 @@ def test_sigterm_lets_the_running_task_finish(start_worker: Any, tmp_path: Path)
     assert done.return_value == "released" and done.attempts == 1
 
 
+@pytest.mark.sqlite_only("joins Django's transaction on the queue's SQLite file")
 @pytest.mark.django_db(transaction=True)
 def test_a_task_enqueued_in_a_rolled_back_transaction_never_runs(
     start_worker: Any, out_file: Path
@@ -201,6 +203,28 @@ def test_a_task_enqueued_in_a_rolled_back_transaction_never_runs(
     assert out_file.read_text().splitlines() == ["committed"]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_another_queue_on_commit_is_what_keeps_a_rolled_back_task_from_running(
+    start_worker: Any, out_file: Path
+) -> None:
+    # The default alias's queue is not Django's database (queue.db, or a
+    # PostgreSQL schema): an enqueue inside atomic() commits at once, so the
+    # worker runs it whatever the block does; one from on_commit() waits.
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Order.objects.create(item="gone")
+        tasks.record.enqueue(str(out_file), "at once")
+        transaction.on_commit(lambda: tasks.record.enqueue(str(out_file), "never"))
+        raise RuntimeError("roll back")
+    kept: list[Any] = []
+    with transaction.atomic():
+        Order.objects.create(item="kept")
+        transaction.on_commit(lambda: kept.append(tasks.record.enqueue(str(out_file), "on commit")))
+    burst(start_worker)
+    assert tasks.record.get_result(kept[0].id).return_value == "on commit"
+    assert sorted(out_file.read_text().splitlines()) == ["at once", "on commit"]
+    assert list(Order.objects.values_list("item", flat=True)) == ["kept"]
 
 
 @pytest.mark.slow

@@ -6,6 +6,12 @@ database *and* the queue of the ``shared`` alias (enqueues inside
 ``transaction.atomic()`` join the transaction); ``queue.db`` is the queue of
 ``default`` (a separate file: enqueues commit at once); ``signals.log`` is
 where the app's signal receivers write.
+
+With TASK_QUEUE_TEST_BACKEND=postgres the queue of ``default`` is
+TQ_DJANGO_QUEUE_URL instead (OPTIONS["url"]): a PostgreSQL URI whose
+``options`` put a fresh schema first on the search path, made by conftest.py
+and inherited by the workers through the environment. Django's own database
+and the ``shared`` alias stay on SQLite.
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ DIR = os.environ["TQ_DJANGO_DIR"]
 APP_DB = os.path.join(DIR, "app.db")
 QUEUE_DB = os.path.join(DIR, "queue.db")
 SIGNALS_LOG = os.path.join(DIR, "signals.log")
+if os.environ.get("TASK_QUEUE_TEST_BACKEND") == "postgres":
+    QUEUE_OPTIONS = {"url": os.environ["TQ_DJANGO_QUEUE_URL"]}
+else:
+    QUEUE_OPTIONS = {"path": QUEUE_DB}
 
 SECRET_KEY = "tests"
 USE_TZ = True
@@ -42,7 +52,7 @@ TASKS = {
     "default": {
         "BACKEND": "task_queue.contrib.django.TaskQueueBackend",
         "QUEUES": ["default", "emails", "reports"],
-        "OPTIONS": {"path": QUEUE_DB, "lease_seconds": 5.0},
+        "OPTIONS": {**QUEUE_OPTIONS, "lease_seconds": 5.0},
     },
     "shared": {
         "BACKEND": "task_queue.contrib.django.TaskQueueBackend",

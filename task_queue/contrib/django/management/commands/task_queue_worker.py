@@ -31,6 +31,7 @@ from .....worker.signals import ShutdownSignals
 from ... import execution, registry
 from ...backend import TaskQueueBackend
 from ...compat import DEFAULT_TASK_QUEUE_NAME, task_backends
+from ...options import shown
 
 
 class Command(BaseCommand):
@@ -87,7 +88,7 @@ class Command(BaseCommand):
             drain_timeout=options["drain_timeout"],
         )
         self.stdout.write(
-            f"task_queue_worker: {worker.name} on {queue.path}, queues "
+            f"task_queue_worker: {worker.name} on {shown(queue.path)}, queues "
             f"{'*' if queues is None else ','.join(queues)}, {concurrency} thread(s), "
             f"{len(tasks)} task(s){', burst' if options['burst'] else ''}"
         )
