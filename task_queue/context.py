@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 __all__ = ["TaskCancelled", "TaskContext", "current_task"]
 
 
+#: Guards the creation of a context's Event (rare: only wait() makes one).
+_EVENT_LOCK = threading.Lock()
+
+
 class TaskContext:
     """What a handler can know about the attempt it runs (``current_task()``)."""
 
@@ -47,7 +51,12 @@ class TaskContext:
         #: Monotonic time after which the attempt times out (None: never).
         self.deadline = deadline
         self._monotonic = monotonic
-        self._cancelled = threading.Event()
+        # The flag is what nearly every attempt needs; the Event only a
+        # handler that wait()s on it: made then, not for every attempt (a
+        # threading.Event is a Condition and a lock: a measurable share of
+        # a no-op task's cost).
+        self._cancelled = False
+        self._event: threading.Event | None = None
         #: Why it should stop: "timeout", "cancelled", "lost", "shutdown"
         #: (or "expired": never started); None while it may run.
         self.reason: str | None = None
@@ -55,13 +64,16 @@ class TaskContext:
     @property
     def cancelled(self) -> bool:
         """True once the handler should stop (timeout, cancel, lost lease, shutdown)."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def cancel(self, reason: str) -> None:
         """Flag the handler to stop (the Worker calls this)."""
-        if not self._cancelled.is_set():
+        if not self._cancelled:
             self.reason = reason
-            self._cancelled.set()
+            self._cancelled = True
+            event = self._event
+            if event is not None:
+                event.set()
 
     def remaining(self) -> float | None:
         """Seconds left before the timeout, or None without one."""
@@ -73,7 +85,7 @@ class TaskContext:
         """Raise if the handler should stop: TaskTimeout or TaskCancelled."""
         if self.deadline is not None and self._monotonic() >= self.deadline:
             self.cancel("timeout")
-        if self._cancelled.is_set():
+        if self._cancelled:
             if self.reason == "timeout":
                 raise TaskTimeout(f"task {self.task.id} ran past its timeout")
             raise TaskCancelled(f"task {self.task.id} stopped: {self.reason}")
@@ -82,7 +94,17 @@ class TaskContext:
         """Sleep up to ``seconds``, waking early on cancellation; True if
         cancelled. (Blocks the thread: in an ``async def`` handler use
         ``await asyncio.sleep()``, which the Worker cancels for real.)"""
-        return self._cancelled.wait(seconds)
+        event = self._event
+        if event is None:
+            with _EVENT_LOCK:
+                if self._event is None:
+                    self._event = threading.Event()
+                event = self._event
+        # The flag first, then the Event: a cancel() that found no Event
+        # yet is seen here.
+        if self._cancelled:
+            event.set()
+        return event.wait(seconds)
 
     def progress(
         self, current: float, total: float | None = None, message: str | None = None

@@ -51,12 +51,16 @@ class ThreadRunner:
         slot, ctx = attempt.slot, attempt.ctx
         error: BaseException | None = None
         result: Any = None
+        # Only an attempt with a deadline can get an asynchronous TaskTimeout
+        # (the timekeeper looks at those alone): the others skip the lock.
+        timed = ctx.deadline is not None
         _set_current(ctx)
         try:
             try:
-                with slot.lock:
-                    slot.current = attempt
-                    slot.in_handler = True
+                if timed:
+                    with slot.lock:
+                        slot.current = attempt
+                        slot.in_handler = True
                 ctx.check()  # given back (stop) or cancelled before it started
                 if fn is None:
                     raise LookupError(
@@ -68,9 +72,10 @@ class ThreadRunner:
                 else:
                     result = self._hooks.run_attempt(task, functools.partial(fn, task.payload))
             finally:
-                with slot.lock:
-                    slot.in_handler = False
-                    slot.current = None
+                if timed:
+                    with slot.lock:
+                        slot.in_handler = False
+                        slot.current = None
                 # A TaskTimeout scheduled just as the handler returned must
                 # not hit our bookkeeping below: take it here. Never clear
                 # one with PyThreadState_SetAsyncExc(NULL): on CPython 3.11

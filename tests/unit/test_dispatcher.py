@@ -279,12 +279,12 @@ def test_a_worker_without_handlers_waits_instead_of_stepping_again_at_once(
     [
         (None, 2),  # unknown yet: no further ahead than the threads
         (5.0, 2),
-        (1.0, 2),  # a second or more: nothing extra
-        (0.5, 4),
-        (0.01, 4),
-        (0.005, 10),
-        (0.001, 10),
-        (0.0005, 34),
+        (0.2, 2),  # longer than the 0.1 s each thread may hold: nothing extra
+        (0.1, 4),  # one each
+        (0.01, 22),  # 10 each: 0.1 s of work
+        (0.001, 2 + 2 * 100),
+        (0.0005, 2 + 2 * 128),  # at most 128 each, however short
+        (0.00001, 2 + 2 * 128),
     ],
 )
 def test_capacity_adapts_to_the_average_duration(
@@ -309,10 +309,10 @@ def test_short_tasks_make_the_next_claim_reach_further_ahead(make_parts: Any) ->
     parts.settle()
     assert (parts.ledger.buffered, parts.ledger.running) == (1, 0)
 
-    parts.run(elapsed=0.0001)  # one very short task: prefetch 16 per thread
+    parts.run(elapsed=0.0001)  # one very short task: prefetch up to 128 per thread
     parts.dispatcher.room()  # what the executor signals after a task
     parts.settle()
-    assert parts.ledger.buffered == 17
+    assert parts.ledger.buffered == 39  # every task left (1 + 128 would be room)
 
 
 # -- storage errors ----------------------------------------------------------------
