@@ -6,11 +6,16 @@ hands the row to :func:`task_from_row`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from ..errors import TaskNotFoundError
 from ..payload import decode
 from ..task import Task, TaskPriority, TaskStatus
+
+if TYPE_CHECKING:
+    from .base import ClaimRequest
 
 #: The tasks table's columns in table order; rows map to Task by position.
 TASK_COLUMNS = (
@@ -94,3 +99,40 @@ def claim_order(tasks: list[Task]) -> list[Task]:
     lowest id (RETURNING hands rows back in no particular order)."""
     tasks.sort(key=lambda t: (-t.priority, t.run_at, t.id))
     return tasks
+
+
+def claimed_tasks(rows: Sequence[Sequence[Any]], request: ClaimRequest, now: float) -> list[Task]:
+    """The Tasks of a claim's rows (CLAIMED_COLUMNS), in claim order."""
+    expires, owner = now + request.lease_seconds, request.owner
+
+    def claimed(row: Sequence[Any]) -> Task:
+        return claimed_from_row(
+            row, worker_id=request.worker_id, now=now, lease_expires_at=expires,
+            token=request.token, owner_host=owner.host, owner_pid=owner.pid,
+        )  # fmt: skip
+
+    return claim_order([claimed(r) for r in rows])
+
+
+def dependency_state(
+    found: Mapping[int, str], parents: list[int], now: float, index: int
+) -> dict[str, Any]:
+    """Status and counters of a new task that waits for ``parents``, from
+    the parents' statuses (``found``: id -> status, read so that no parent
+    can finish before the enqueue commits). TaskNotFoundError for a parent
+    that does not exist."""
+    missing = [p for p in parents if p not in found]
+    if missing:
+        raise TaskNotFoundError(
+            f"task #{index} depends on task(s) that do not exist: {missing[:10]}"
+        )
+    state: dict[str, Any] = {"depends_on": json.dumps(parents)}
+    doomed = [p for p in parents if found[p] in ("failed", "cancelled")]
+    if doomed:
+        why = f"cancelled: task {doomed[0]}, which it depends on, was {found[doomed[0]]}"
+        state.update(status="cancelled", completed_at=now, error_message=why)
+        return state
+    unfinished = sum(1 for p in parents if found[p] != "completed")
+    if unfinished:
+        state.update(status="waiting", waiting_on=unfinished)
+    return state

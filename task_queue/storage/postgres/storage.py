@@ -45,7 +45,7 @@ from ..base import (
     ScheduleRow,
     TaskFilter,
 )
-from ..rows import claim_order, claimed_from_row, task_from_row
+from ..rows import claimed_tasks, task_from_row
 from .clock import ServerClock
 from .errors import is_retried, typed
 from .notify import Feed, Listener, Notifier, listener, release_listener
@@ -379,19 +379,7 @@ class PostgresStorage:
         recorded, rows = self._run(
             "claim", _claim, list(completions), now, params, limits, transaction=several
         )
-        tasks = [
-            claimed_from_row(
-                r,
-                worker_id=request.worker_id,
-                now=now,
-                lease_expires_at=lease_expires_at,
-                token=request.token,
-                owner_host=request.owner.host,
-                owner_pid=request.owner.pid,
-            )
-            for r in rows
-        ]
-        return recorded, claim_order(tasks)
+        return recorded, claimed_tasks(rows, request, now)
 
     def complete(self, completions: Sequence[Completion], now: float) -> set[Claim]:
         self._pool_now()

@@ -8,7 +8,6 @@ they changed (for the NOTIFY) and how the finished counts moved.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from ...errors import DuplicateTaskError, TaskNotFoundError
 from ...limits import Limits
 from ...task import Claim
 from ..base import Completion, FailureRecord, NewTask, Owner, Rescue, ScheduleRow
+from ..rows import dependency_state
 from ..sqlfiles import load_queries
 
 Q = load_queries("task_queue.storage.postgres")
@@ -112,7 +112,9 @@ def _enqueue(tx: _Tx, tasks: Sequence[NewTask], now: float) -> list[tuple[int, b
             "error_message": None,
         }  # fmt: skip
         if parents:
-            params.update(_dependency_state(tx, parents, now, index))
+            # The parents locked (FOR SHARE) until the enqueue commits.
+            found = {int(i): st for i, st in tx.rows("dependency_states", {"ids": parents})}
+            params.update(dependency_state(found, parents, now, index))
         ids.append(_insert_one(tx, params, parents))
     return ids
 
@@ -135,27 +137,6 @@ def _insert_one(tx: _Tx, params: dict[str, Any], parents: list[int]) -> tuple[in
         if held is not None:
             return int(held[0]), False
     raise _Again("the holder of a unique_key kept changing")  # pragma: no cover
-
-
-def _dependency_state(tx: _Tx, parents: list[int], now: float, index: int) -> dict[str, Any]:
-    """Status and counters of a new task that waits for ``parents``, read
-    with the parents locked (FOR SHARE) until the enqueue commits."""
-    found = {int(i): s for i, s in tx.rows("dependency_states", {"ids": parents})}
-    missing = [p for p in parents if p not in found]
-    if missing:
-        raise TaskNotFoundError(
-            f"task #{index} depends on task(s) that do not exist: {missing[:10]}"
-        )
-    state: dict[str, Any] = {"depends_on": json.dumps(parents)}
-    doomed = [p for p in parents if found[p] in ("failed", "cancelled")]
-    if doomed:
-        why = f"cancelled: task {doomed[0]}, which it depends on, was {found[doomed[0]]}"
-        state.update(status="cancelled", completed_at=now, error_message=why)
-        return state
-    unfinished = sum(1 for p in parents if found[p] != "completed")
-    if unfinished:
-        state.update(status="waiting", waiting_on=unfinished)
-    return state
 
 
 def _enqueue_bulk(tx: _Tx, tasks: Sequence[NewTask], now: float) -> list[int]:

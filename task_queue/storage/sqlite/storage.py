@@ -34,7 +34,7 @@ from ..base import (
     TaskFilter,
     submit_in_thread,
 )
-from ..rows import claim_order, claimed_from_row, task_from_row
+from ..rows import claimed_tasks, dependency_state, task_from_row
 from .engine import Engine, Request
 from .outbox import check_connection, run_in_transaction
 from .schema import open_database, prepare_file
@@ -66,7 +66,9 @@ def _enqueue(
             "error_message": None,
         }  # fmt: skip
         if parents:
-            params.update(_dependency_state(conn, parents, now, index))
+            # Under the write lock, so no parent finishes in between.
+            found = dict(conn.execute(Q["dependency_states"], {"ids": json.dumps(parents)}))
+            params.update(dependency_state(found, parents, now, index))
         row = conn.execute(Q["insert_task"], params).fetchone()
         if row is not None:
             task_id = int(row[0])
@@ -91,29 +93,6 @@ def _plain(t: NewTask) -> bool:
     no_deps = not t.depends_on and not t.depends_on_batch
     no_nul = "\x00" not in t.name and "\x00" not in (t.concurrency_key or "")
     return t.unique_key is None and no_deps and no_nul
-
-
-def _dependency_state(
-    conn: sqlite3.Connection, parents: list[int], now: float, index: int
-) -> dict[str, Any]:
-    """Status and counters of a new task that waits for ``parents``; under
-    the write lock, so no parent finishes in between."""
-    found = dict(conn.execute(Q["dependency_states"], {"ids": json.dumps(parents)}).fetchall())
-    missing = [p for p in parents if p not in found]
-    if missing:
-        raise TaskNotFoundError(
-            f"task #{index} depends on task(s) that do not exist: {missing[:10]}"
-        )
-    state: dict[str, Any] = {"depends_on": json.dumps(parents)}
-    doomed = [p for p in parents if found[p] in ("failed", "cancelled")]
-    if doomed:
-        why = f"cancelled: task {doomed[0]}, which it depends on, was {found[doomed[0]]}"
-        state.update(status="cancelled", completed_at=now, error_message=why)
-        return state
-    unfinished = sum(1 for p in parents if found[p] != "completed")
-    if unfinished:
-        state.update(status="waiting", waiting_on=unfinished)
-    return state
 
 
 def _bulk_row(t: NewTask) -> list[Any]:
@@ -726,20 +705,7 @@ class SqliteStorage:
             _claim, list(completions), now, params, limits,
             savepoint=bool(completions) or bool(limits),
         )  # fmt: skip
-        lease_expires_at = now + request.lease_seconds
-        tasks = [
-            claimed_from_row(
-                r,
-                worker_id=request.worker_id,
-                now=now,
-                lease_expires_at=lease_expires_at,
-                token=request.token,
-                owner_host=request.owner.host,
-                owner_pid=request.owner.pid,
-            )
-            for r in rows
-        ]
-        return recorded, claim_order(tasks)
+        return recorded, claimed_tasks(rows, request, now)
 
     def complete(self, completions: Sequence[Completion], now: float) -> set[Claim]:
         engine = self._engine  # raises QueueClosedError, even with nothing to do
