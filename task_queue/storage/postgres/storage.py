@@ -91,6 +91,12 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 _ABANDONED: list[Any] = []
 
 
+#: Seconds a pool that failed to open waits for its threads: with 0,
+#: psycopg_pool logged "couldn't stop thread ... within 0 seconds" under the
+#: error the caller gets (they stop within milliseconds).
+_CLOSE_FAILED_OPEN = 2.0
+
+
 class PostgresStorage:
     """The :class:`~task_queue.storage.base.Storage` on a PostgreSQL database.
 
@@ -207,17 +213,17 @@ class PostgresStorage:
             pool.open(wait=True, timeout=self._connect_timeout)
         except Exception as exc:
             with contextlib.suppress(Exception):
-                pool.close(timeout=0)
+                pool.close(timeout=_CLOSE_FAILED_OPEN)
             raise DatabaseOpenError(f"cannot connect to PostgreSQL ({exc})") from exc
         try:
             with pool.connection() as conn:
                 migrate(conn, self.schema)
                 schema = conn.execute("SELECT current_schema()").fetchone()[0]
         except StorageError:
-            pool.close(timeout=0)
+            pool.close(timeout=_CLOSE_FAILED_OPEN)
             raise
         except self._psycopg.Error as exc:
-            pool.close(timeout=0)
+            pool.close(timeout=_CLOSE_FAILED_OPEN)
             raise typed(exc, "creating the schema") from exc
         self._channel = f"task_queue_{schema}"[:63]
         return pool
