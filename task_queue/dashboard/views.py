@@ -43,10 +43,11 @@ PAGE_SIZE = 50
 #: from where it stopped (a keyset cursor, like "older »"). The storage
 #: applies the bound to any walk that reads rows it may not show (a small
 #: queue too); filters it reads from an index of their own are not cut.
-#: 50,000 rows: ~10-20 ms for a walk of the table, ~25-35 ms for the
-#: finished tasks' index (each row looked up for its type), at a million
-#: tasks on a 2-core VM (benchmarks/README.md); a queue of 0.1% still fills
-#: its page.
+#: 50,000: a page of a rare type takes 13-17 ms (a walk of the table),
+#: completed ones of a rare type 32-37 ms (the finished tasks' index, each
+#: row looked up for its type), at a million tasks on a shared 2-core VM
+#: (benchmarks/README.md); a queue of 0.1% still fills its page there
+#: (20,000 left it at 21 of 50).
 SCAN_ROWS = 50_000
 #: Workers shown on the overview: those seen within this many seconds.
 WORKERS_SEEN_WITHIN = 3600.0
