@@ -71,16 +71,25 @@ PAGES = [
     ("schedules", "/schedules"),
     ("static CSS", "/static/dashboard.css"),
 ]
-#: Filters nothing kept narrows: a scan of the finished tasks or of the table.
+#: Filters nothing kept narrows: a walk of the finished tasks or of the
+#: table, bounded to the dashboard's scan_rows per page (views.SCAN_ROWS).
 WORST = [
     ("worst: a rare type (0.01%), any status", "/tasks?type=rare_type"),
+    ("worst: a rare type, 'Search older tasks'", "/tasks?type=rare_type&after={rare_cursor}"),
     ("worst: a type no task has", "/tasks?type=no_such_type"),
     ("worst: completed of a rare type", "/tasks?status=completed&type=rare_type"),
+    (
+        "worst: completed of a rare type, 'Search older tasks'",
+        "/tasks?status=completed&type=rare_type&after={rare_completed_cursor}",
+    ),
 ]
 
 
 def _ids(path: str) -> dict[str, str]:
+    from urllib.parse import quote
+
     from task_queue import TaskQueue
+    from task_queue.dashboard.views import SCAN_ROWS
 
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     one = lambda sql: str(conn.execute(sql).fetchone()[0])  # noqa: E731
@@ -96,6 +105,10 @@ def _ids(path: str) -> dict[str, str]:
         total = sum(sum(c.values()) for c in queue.queue_stats().values())
         values["deep_cursor"] = str(total - 2000 * 50)
         values["completed_cursor"] = queue.list_tasks(status="completed").next or ""
+        # Where the first page of a rare type stopped (its "Search older tasks" link).
+        for key, status in (("rare_cursor", None), ("rare_completed_cursor", "completed")):
+            page = queue.list_tasks(status=status, task_type="rare_type", scan=SCAN_ROWS)
+            values[key] = quote(page.next or "", safe="")
     return values
 
 

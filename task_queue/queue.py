@@ -61,6 +61,7 @@ from .storage.base import (
     FailureRecord,
     NewTask,
     Owner,
+    Position,
     ScheduleRow,
     Storage,
     TaskFilter,
@@ -816,7 +817,7 @@ class TaskQueue:
         total = 0
         after: Task | None = None
         while True:
-            page = self.storage.list_tasks(where, _PURGE_CHUNK, after)
+            page = self.storage.list_tasks(where, _PURGE_CHUNK, after).tasks
             if not page:
                 return total
             retried = self.storage.retry_many([t.id for t in page], self.clock.time())
@@ -1038,12 +1039,24 @@ class TaskQueue:
         queue_name: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        scan: int | None = None,
     ) -> TaskPage:
         """A page of tasks, filtered by status, type and queue (None: any):
         newest first, or most recently finished first for a finished
         status. ``after`` is the ``next`` of the previous page (keyset
         pagination: each page costs the same however deep it is, and tasks
-        added meanwhile do not shift it)."""
+        added meanwhile do not shift it).
+
+        ``scan`` bounds a filter the storage answers by walking the tasks
+        rather than from an index of its own (a task type, alone or with a
+        finished status, always: no index leads with it; a queue, or a
+        status the storage does not read from its index, too): the page
+        then examines at most ``scan`` tasks. If they hold fewer than
+        ``limit`` matches and older tasks remain, the page has what was
+        found, ``searched`` says which tasks were examined, and ``next``
+        resumes the search after them. What a dashboard needs: a page of a
+        rare type among a million tasks costs the bound, not a walk of the
+        table."""
         chosen = None if status is None else _statuses([status])[0]
         if task_type is not None:
             check_task_type(task_type)
@@ -1051,14 +1064,20 @@ class TaskQueue:
             check_queue_name(queue_name)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
             raise ValueError(f"limit must be an int from 1 to 10000, got {limit!r}")
+        if scan is not None and (isinstance(scan, bool) or not isinstance(scan, int) or scan < 1):
+            raise ValueError(f"scan must be an int >= 1 or None, got {scan!r}")
         where = TaskFilter(
             status=None if chosen is None else chosen.value, task_type=task_type,
             queue_name=queue_name,
         )  # fmt: skip
         self._check_fork()
-        tasks = self.storage.list_tasks(where, limit, _parse_cursor(after))
-        last = tasks[-1] if len(tasks) == limit else None
-        return TaskPage(tasks, None if last is None else _cursor(last, where))
+        tasks, searched = self.storage.list_tasks(where, limit, _parse_cursor(after), scan)
+        if len(tasks) == limit:
+            return TaskPage(tasks, _cursor(tasks[-1], where))
+        if searched is not None:
+            stop = Position(searched.last_id, searched.last_finished_at)
+            return TaskPage(tasks, _cursor(stop, where), searched)
+        return TaskPage(tasks, None)
 
     def rescue_expired(self) -> int:
         """Return running tasks whose lease expired (or whose process on
@@ -1317,16 +1336,17 @@ def _claim_args(
     return types
 
 
-def _cursor(task: Task, where: TaskFilter) -> str:
-    """The ``next`` of a page ending with ``task``: its id, and for a
-    finished status its finish time (the listing's order)."""
-    if where.status in FINISHED and task.completed_at is not None:
-        return f"{task.completed_at!r}/{task.id}"
-    return str(task.id)
+def _cursor(at: Task | Position, where: TaskFilter) -> str:
+    """The ``next`` of a page ending with task ``at`` (or whose bounded scan
+    stopped there): its id, and for a finished status its finish time (the
+    listing's order)."""
+    if where.status in FINISHED and at.completed_at is not None:
+        return f"{at.completed_at!r}/{at.id}"
+    return str(at.id)
 
 
-def _parse_cursor(cursor: str | None) -> Task | None:
-    """A stand-in for the last task of the previous page, from its cursor."""
+def _parse_cursor(cursor: str | None) -> Position | None:
+    """Where the previous page ended, from its cursor."""
     if cursor is None:
         return None
     try:
@@ -1337,12 +1357,7 @@ def _parse_cursor(cursor: str | None) -> Task | None:
         ident = int(task_id)
     except (TypeError, ValueError):
         raise ValueError(f"not a listing cursor (the 'next' of a page): {cursor!r}") from None
-    return Task(
-        id=ident, name="", task_type="", payload=None, priority=TaskPriority.NORMAL,
-        status=TaskStatus.PENDING, worker_id=None, created_at=0.0, scheduled_at=None,
-        started_at=None, completed_at=completed_at, max_retries=0, retry_count=0,
-        error_message=None, result=None,
-    )  # fmt: skip
+    return Position(ident, completed_at)
 
 
 def _with_token(task: Task, token: int) -> Task:

@@ -178,6 +178,23 @@ class Task:
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Task) if f.init)
 
 
+class SearchedTasks(NamedTuple):
+    """What a bounded listing (``TaskQueue.list_tasks(scan=N)``) examined
+    when it stopped at its bound before filling the page: ``examined``
+    tasks in listing order, from the first (newest, or most recently
+    finished) to the last, matching or not. The page's matches are among
+    them, and no other task among them matches; ``TaskPage.next`` goes on
+    searching after the last."""
+
+    examined: int
+    first_id: int
+    last_id: int
+    #: For a listing of a finished status (in finish order): when the
+    #: first and the last task examined finished; None otherwise.
+    first_finished_at: float | None = None
+    last_finished_at: float | None = None
+
+
 class TaskPage(NamedTuple):
     """One page of a listing (``TaskQueue.list_tasks``)."""
 
@@ -185,6 +202,11 @@ class TaskPage(NamedTuple):
     tasks: list[Task]
     #: Pass as ``after=`` for the next page; None when this was the last.
     next: str | None
+    #: With ``scan=``: set when the listing stopped at that bound before
+    #: the page was full while older tasks remain (``next`` then resumes
+    #: the search where it stopped); None when the page is full or the
+    #: listing reached its end.
+    searched: SearchedTasks | None = None
 
 
 class AttemptRecord(NamedTuple):

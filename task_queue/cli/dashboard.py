@@ -1,7 +1,7 @@
 """``task-queue dashboard``: serve the web dashboard of the queue file.
 
     task-queue [--db PATH] dashboard [--host 127.0.0.1] [--port 8000] [--read-only]
-                                     [--auth-token T] [--insecure]
+                                     [--auth-token T] [--insecure] [--scan-rows N]
 
 (also ``python -m task_queue.dashboard``). The dashboard itself lives in
 :mod:`task_queue.dashboard` and needs the ``dashboard`` extra; it is
@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--insecure", action="store_true",
         help="allow a non-loopback --host without an auth token",
     )  # fmt: skip
+    parser.add_argument(
+        "--scan-rows", type=int, metavar="N",
+        help="the most tasks a page filtered by task type examines before it offers to "
+        "search older ones (default 50,000)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         check_bind(args.host, token, args.insecure)
     except InsecureBindError as exc:
         raise CliError(str(exc), 2) from None
+    if args.scan_rows is not None and args.scan_rows < 1:
+        raise CliError(f"--scan-rows must be at least 1, got {args.scan_rows}", 2)
     if not is_queue_file(db):
         raise CliError(f"no task queue at {db}")
 
@@ -67,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         serve(
             db, args.host, args.port, read_only=args.read_only, auth_token=token,
-            insecure=args.insecure, ready=ready,
+            insecure=args.insecure, ready=ready, scan_rows=args.scan_rows,
         )  # fmt: skip
     except OSError as exc:  # the port is taken, the address is not ours...
         raise CliError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from None

@@ -30,6 +30,11 @@ Jinja2 and Werkzeug). Decisions, and why:
 * **Keyset pagination only** (``TaskQueue.list_tasks``' cursor): page 1,000
   costs what page 1 does, at a million rows. Counts come from the counts
   the queue keeps per queue and status, never from ``count(*)``.
+* **Bounded scans** for filters no index or kept count narrows (a task
+  type): a page examines at most ``scan_rows`` tasks (50,000), shows the
+  matches among them, says which tasks it searched, and links to "Search
+  older tasks" from where it stopped (see :data:`.views.SCAN_ROWS` and
+  ``task_queue/storage/scan.py`` for why).
 * **Security** (:mod:`.security`, :mod:`.serve`): 127.0.0.1 by default; any
   other address is refused without an auth token (or an explicit
   ``insecure``); every action is a POST with a CSRF token; read-only mode

@@ -1,5 +1,5 @@
 """``python -m task_queue.dashboard [--db FILE] [--host H] [--port P] [--read-only]
-[--auth-token T] [--insecure]``: the same as ``task-queue dashboard``."""
+[--auth-token T] [--insecure] [--scan-rows N]``: the same as ``task-queue dashboard``."""
 
 from __future__ import annotations
 

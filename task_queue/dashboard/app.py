@@ -63,11 +63,14 @@ class Dashboard:
         secret_key: bytes | str | None = None,
         refresh_seconds: float = 3.0,
         owns_queue: bool = False,
+        scan_rows: int = views.SCAN_ROWS,
     ) -> None:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"prefix must start with '/' and not end with one, got {prefix!r}")
         if not refresh_seconds >= 0:
             raise ValueError(f"refresh_seconds must be >= 0, got {refresh_seconds!r}")
+        if isinstance(scan_rows, bool) or not isinstance(scan_rows, int) or scan_rows < 1:
+            raise ValueError(f"scan_rows must be an int >= 1, got {scan_rows!r}")
         #: The queue shown.
         self.queue = queue
         #: No action at all: every POST is answered 405, no form is shown.
@@ -76,6 +79,9 @@ class Dashboard:
         #: (``SCRIPT_NAME``); "" at the root.
         self.prefix = prefix
         self.refresh_seconds = refresh_seconds
+        #: The most rows a page of a filter no index narrows examines
+        #: (:data:`.views.SCAN_ROWS`).
+        self.scan_rows = scan_rows
         self.guard = Guard(auth_token, secret_key)
         self._owns_queue = owns_queue
         self._static = {
@@ -291,6 +297,7 @@ def create_app(
     prefix: str = "",
     secret_key: bytes | str | None = None,
     refresh_seconds: float = 3.0,
+    scan_rows: int = views.SCAN_ROWS,
 ) -> Dashboard:
     """The dashboard of a queue, as a WSGI application.
 
@@ -307,17 +314,21 @@ def create_app(
     secret_key: the key of the CSRF tokens; random per process by default.
         Give the same one to every process serving one address.
     refresh_seconds: how often pages refresh themselves (0: never).
+    scan_rows: the most tasks a page of a filter no index narrows (a
+        task type) examines; when they hold less than a page, it says so
+        and links to a search of older tasks from where it stopped.
     """
     if isinstance(queue_or_path, TaskQueue):
         return Dashboard(
             queue_or_path, read_only=read_only, auth_token=auth_token, prefix=prefix,
-            secret_key=secret_key, refresh_seconds=refresh_seconds,
+            secret_key=secret_key, refresh_seconds=refresh_seconds, scan_rows=scan_rows,
         )  # fmt: skip
     queue = TaskQueue(queue_or_path)
     try:
         return Dashboard(
             queue, read_only=read_only, auth_token=auth_token, prefix=prefix,
             secret_key=secret_key, refresh_seconds=refresh_seconds, owns_queue=True,
+            scan_rows=scan_rows,
         )  # fmt: skip
     except BaseException:
         queue.close()

@@ -29,6 +29,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from ..queue import TaskQueue
 from .app import Dashboard, create_app
+from .views import SCAN_ROWS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -90,16 +91,21 @@ def serve(
     insecure: bool = False,
     ready: Callable[[str], Any] | None = None,
     stop: threading.Event | None = None,
+    scan_rows: int | None = None,
 ) -> None:
     """Serve the dashboard of a queue until SIGINT or SIGTERM (in the main
     thread), or until ``stop`` is set.
 
     ready: called with the dashboard's URL once it accepts connections.
+    scan_rows: see :func:`.create_app` (None: its default).
     Raises InsecureBindError (before opening anything) for a non-loopback
     ``host`` without ``auth_token`` unless ``insecure``.
     """
     check_bind(host, auth_token, insecure)
-    app = create_app(queue_or_path, read_only=read_only, auth_token=auth_token)
+    app = create_app(
+        queue_or_path, read_only=read_only, auth_token=auth_token,
+        scan_rows=SCAN_ROWS if scan_rows is None else scan_rows,
+    )  # fmt: skip
     try:
         server = make_dashboard_server(app, host, port, insecure=insecure)
         shown = f"[{host}]" if ":" in host else host

@@ -29,6 +29,26 @@ if TYPE_CHECKING:
 
 #: Tasks per page of a listing.
 PAGE_SIZE = 50
+#: The most tasks a page examines when its filter is not narrowed by any
+#: index or kept count (``create_app(..., scan_rows=)``, ``--scan-rows``):
+#: always a task type, alone or with a finished status. Nothing the queue
+#: keeps says which task types exist (not even that no task has one: the
+#: counts are per queue and status, the failed tasks' index by type knows
+#: failed ones only, and a dashboard has no handlers), and an index on the
+#: type was rejected (it costs every enqueue 7-25%), so such a filter walks
+#: the table, or the finished tasks' index, until it has a page: 150-420 ms
+#: for a type of 1 task in 10,000 at a million tasks, every row for a type
+#: no task has. Bounded, the page shows the matches among the tasks it
+#: examined, says which those were, and links to a search of older ones
+#: from where it stopped (a keyset cursor, like "older »"). The storage
+#: applies the bound to any walk that reads rows it may not show (a small
+#: queue too); filters it reads from an index of their own are not cut.
+#: 50,000: a page of a rare type takes 13-17 ms (a walk of the table),
+#: completed ones of a rare type 32-37 ms (the finished tasks' index, each
+#: row looked up for its type), at a million tasks on a shared 2-core VM
+#: (benchmarks/README.md); a queue of 0.1% still fills its page there
+#: (20,000 left it at 21 of 50).
+SCAN_ROWS = 50_000
 #: Workers shown on the overview: those seen within this many seconds.
 WORKERS_SEEN_WITHIN = 3600.0
 #: A running worker silent for longer than this is shown as late (its
@@ -200,19 +220,22 @@ def _listing(ctx: Context, template: str, title: str, status: str | None) -> Pag
     matching = counts.get(status, 0) if status else sum(counts.values())
     tasks: list[Task] = []
     next_cursor = None
+    searched = None
     if matching:
         try:
             page = ctx.queue.list_tasks(
                 status=status, task_type=task_type, queue_name=queue_name, limit=PAGE_SIZE,
-                after=after,
+                after=after, scan=ctx.app.scan_rows,
             )  # fmt: skip
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        tasks, next_cursor = page.tasks, page.next
+        tasks, next_cursor, searched = page.tasks, page.next, page.searched
     filters = {"status": status or "", "type": task_type or "", "queue": queue_name or ""}
+    # A page whose scan stopped at the bound links on with "Search older
+    # tasks" (from where it stopped) instead of "older »" (from its last row).
     return ctx.page(
         template, title=title, tasks=tasks, filters=filters, matching=matching,
-        exact=task_type is None, after=after,
+        exact=task_type is None, after=after, searched=searched,
         next_url=None if next_cursor is None else _url(ctx, after=next_cursor),
         first_url=_url(ctx, after=None) if after else None, queue_names=sorted(stats),
     )  # fmt: skip

@@ -50,7 +50,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..limits import Limits
-from ..task import AttemptRecord, Claim, ScheduleInfo, Task, WorkerInfo
+from ..task import AttemptRecord, Claim, ScheduleInfo, SearchedTasks, Task, WorkerInfo
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -154,6 +154,26 @@ class TaskFilter:
 #: Finished statuses are listed most recently finished first; a listing of
 #: any other status, or of all, newest (highest id) first.
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
+class Position(NamedTuple):
+    """A place in a listing's order (what :meth:`Storage.list_tasks` goes on
+    after): a task's id, and for a finished status its finish time. A Task
+    serves as well."""
+
+    id: int
+    completed_at: float | None = None
+
+
+class Listing(NamedTuple):
+    """What :meth:`Storage.list_tasks` found."""
+
+    #: The matching tasks, in listing order.
+    tasks: list[Task]
+    #: With a scan bound: the rows examined, when the listing stopped at
+    #: the bound with the page not full and more rows beyond; None when the
+    #: page is full, the walk reached the end, or no bound applied.
+    searched: SearchedTasks | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -352,12 +372,32 @@ class Storage(Protocol):
         and the ids that no longer exist. One read: how waiters are woken."""
         ...
 
-    def list_tasks(self, where: TaskFilter, limit: int, after: Task | None = None) -> list[Task]:
+    def list_tasks(
+        self,
+        where: TaskFilter,
+        limit: int,
+        after: Task | Position | None = None,
+        scan: int | None = None,
+    ) -> Listing:
         """Up to ``limit`` tasks matching ``where``, in listing order: most
         recently finished first for a finished status (:data:`FINISHED`),
         newest first otherwise; starting after ``after`` (the last task of
-        the previous page) in that order. One read, of at most ``limit``
-        rows: callers page through long listings."""
+        the previous page, or where a bounded scan stopped) in that order.
+        One read returning at most ``limit`` rows: callers page through
+        long listings.
+
+        ``scan`` bounds the work of a filter the backend answers by walking
+        rows that may not match (one task type, alone or with a finished
+        status, on both backends: no index leads with the task type; a
+        queue, or a status read by walking the table): it then examines
+        only the next ``scan`` rows of its walk after ``after``, matching or
+        not, and returns the matches among them. If those did not fill the
+        page and rows remain beyond them, ``searched`` says which rows were
+        examined (``examined`` is ``scan``) and the caller resumes after
+        ``searched``'s last row (a :class:`Position`). A filter read from an
+        index of its own (or no filter: every row read matches) is not
+        bounded. Without ``scan``, a listing reads as far as it must to
+        fill the page. See storage/scan.py for why and how."""
         ...
 
     def list_by_status(self, status: str, limit: int) -> list[Task]:

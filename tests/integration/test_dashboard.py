@@ -173,6 +173,114 @@ def test_pages_follow_the_keyset_cursor_and_cover_every_task_once(queue: TaskQue
     assert "status=pending" in c.get("/tasks?status=pending").text  # filters kept in the links
 
 
+def listed(page: TestResponse) -> list[int]:
+    assert page.status_code == 200, page.text
+    return [int(i) for i in re.findall(r'<td class="num"><a href="/tasks/(\d+)">', page.text)]
+
+
+def link(page: TestResponse, text: str) -> str | None:
+    """The address of the link with this text on the page, if any."""
+    match = re.search(r'<a href="([^"]+)"[^>]*>' + re.escape(text), page.text)
+    return match.group(1).replace("&amp;", "&") if match else None
+
+
+def searched(page: TestResponse) -> str:
+    """The page's "no more matches" notice, as one line of text."""
+    match = re.search(r'<p class="searched" id="searched">(.*?)</p>', page.text, re.S)
+    assert match, "no notice of a stopped search"
+    return " ".join(re.sub(r"<[^>]+>", "", match.group(1)).split())
+
+
+def test_a_type_filter_stops_at_the_scan_bound_and_searches_older_tasks_on(
+    queue: TaskQueue,
+) -> None:
+    # A rare type among many newer tasks: with a bound of 10 rows a page,
+    # the first two pages find nothing, say which tasks they searched, and
+    # link on from where they stopped; the third finds the match.
+    needle = queue.enqueue("needle", "rare")
+    hay = queue.enqueue_many([{"name": f"hay{i}", "task_type": "common"} for i in range(25)])
+    c = client(queue, scan_rows=10)
+    page = c.get("/tasks?type=rare")
+    assert listed(page) == []
+    assert searched(page) == f"No match among tasks #{hay[-10]}–#{hay[-1]} (searched 10 tasks)."
+    assert "No task matches" not in page.text and link(page, "older »") is None
+    older = link(page, "Search older tasks →")
+    assert older == f"/tasks?type=rare&after={hay[-10]}"
+    page = c.get(older)
+    assert listed(page) == []
+    assert searched(page) == f"No match among tasks #{hay[-20]}–#{hay[-11]} (searched 10 tasks)."
+    page = c.get(link(page, "Search older tasks →") or "")
+    assert listed(page) == [needle]
+    assert 'class="searched"' not in page.text
+    assert link(page, "Search older tasks →") is None and link(page, "older »") is None
+    assert listed(client(queue).get("/tasks?type=rare")) == [needle]  # the default bound
+
+
+def test_a_bounded_page_shows_what_it_found_and_a_full_one_pages_as_before(
+    queue: TaskQueue,
+) -> None:
+    ids = queue.enqueue_many(
+        [{"name": f"t{i}", "task_type": "rare" if i % 4 == 0 else "common"} for i in range(40)]
+    )
+    rare = [i for n, i in enumerate(ids) if n % 4 == 0][::-1]
+    c = client(queue, scan_rows=10)
+    page = c.get("/tasks?type=rare")  # ids[39] down to ids[30]: two rare ones
+    assert listed(page) == rare[:2]
+    assert (
+        searched(page) == f"No more matches among tasks #{ids[30]}–#{ids[39]} (searched 10 tasks)."
+    )
+    seen = listed(page)
+    path = link(page, "Search older tasks →")
+    while path:
+        page = c.get(path)
+        seen += listed(page)
+        path = link(page, "Search older tasks →") or link(page, "older »")
+    assert seen == rare
+    # A page that fills within the bound links on with "older »", as any page.
+    more = queue.enqueue_many([{"name": f"c{i}", "task_type": "common"} for i in range(60)])
+    page = client(queue, scan_rows=55).get("/tasks?type=common")
+    assert listed(page) == more[::-1][:50]
+    assert 'class="searched"' not in page.text
+    assert link(page, "older »") == f"/tasks?type=common&after={more[10]}"
+
+
+def test_finished_tasks_of_a_type_are_searched_in_finish_order(
+    queue: TaskQueue, clock: ManualClock
+) -> None:
+    failed = fail(queue, "needle", task_type="rare")
+    queue.enqueue_many([{"name": f"hay{i}", "task_type": "common"} for i in range(12)])
+    while (task := queue.dequeue()) is not None:  # completed after the needle failed
+        clock.advance(1)
+        queue.complete_task(task, None)
+    c = client(queue, scan_rows=5)
+    page = c.get("/tasks?status=completed&type=common")
+    assert len(listed(page)) == 5
+    page = c.get("/tasks?status=completed&type=rare")
+    assert listed(page) == []
+    assert searched(page).startswith("No match among the completed tasks that finished from ")
+    assert searched(page).endswith("(searched 5 tasks).")
+    pages = 1
+    while (older := link(page, "Search older tasks →")) is not None:
+        assert listed(page) == []
+        page = c.get(older)
+        pages += 1
+    assert pages == 3 and listed(page) == []  # no completed task of type rare
+    # The dead-letter set by type: found at once or by searching on (a
+    # backend with an index of failed tasks by type does not need the bound).
+    page = c.get("/failed?type=rare")
+    while not listed(page) and (older := link(page, "Search older tasks →")):
+        page = c.get(older)
+    assert listed(page) == [failed]
+
+
+def test_the_scan_bound_must_be_a_positive_int(queue: TaskQueue) -> None:
+    for bad in (0, -5, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="scan_rows"):
+            create_app(queue, scan_rows=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="scan"):
+        queue.list_tasks(task_type="t", scan=0)
+
+
 def test_search_by_id_jumps_to_the_task(queue: TaskQueue) -> None:
     task_id = queue.enqueue("a", "t")
     c = client(queue)
@@ -486,3 +594,5 @@ def test_the_command_refuses_an_open_address_in_one_line(tmp_path: Path) -> None
         text=True,
     )
     assert cli.returncode == 2 and "auth token" in cli.stderr
+    bound = subprocess.run([*cmd, "--scan-rows", "0"], capture_output=True, text=True)
+    assert bound.returncode == 2 and "--scan-rows must be at least 1" in bound.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from task_queue import RetryPolicy, TaskQueue, TaskStatus
+from task_queue import RetryPolicy, SearchedTasks, TaskPage, TaskQueue, TaskStatus
 
 
 def _fail(queue: TaskQueue, n: int, **fields: object) -> list[int]:
@@ -56,6 +56,32 @@ def test_finished_tasks_are_listed_most_recently_finished_first(clocked_queue: T
     assert [t.id for t in rest.tasks] == done[::-1][2:] and rest.next is None
 
 
+def test_a_bounded_listing_says_what_it_searched_and_resumes_there(
+    clocked_queue: TaskQueue,
+) -> None:
+    q = clocked_queue
+    needle = q.enqueue("needle", "rare")
+    hay = q.enqueue_many([{"name": f"h{i}", "task_type": "common"} for i in range(8)])
+    page = q.list_tasks(task_type="rare", scan=5)
+    assert page == TaskPage([], str(hay[-5]), SearchedTasks(5, hay[-1], hay[-5]))
+    page = q.list_tasks(task_type="rare", scan=5, after=page.next)
+    assert page == TaskPage([q.get_task(needle)], None)  # type: ignore[list-item]
+    # In finish order, the cursor of the stop point carries its finish time.
+    while (task := q.dequeue()) is not None:
+        q.clock.advance(1)  # type: ignore[attr-defined]
+        q.complete_task(task, None)
+    page = q.list_tasks(status="completed", task_type="rare", scan=3)
+    assert page.tasks == [] and page.searched is not None
+    stop = q.get_task(page.searched.last_id)
+    assert stop is not None and page.next == f"{stop.completed_at!r}/{stop.id}"
+    assert page.searched.last_finished_at == stop.completed_at
+    seen = []
+    while page.next is not None:
+        page = q.list_tasks(status="completed", task_type="rare", scan=3, after=page.next)
+        seen += [t.id for t in page.tasks]
+    assert seen == [needle]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -65,6 +91,8 @@ def test_finished_tasks_are_listed_most_recently_finished_first(clocked_queue: T
         ({"limit": 0}, "limit"),
         ({"after": "nonsense"}, "cursor"),
         ({"after": "inf/3"}, "cursor"),
+        ({"scan": 0}, "scan"),
+        ({"scan": True}, "scan"),
     ],
 )
 def test_bad_listing_arguments_are_clear_errors(

@@ -89,8 +89,23 @@ def _fill(db: Path) -> dict[str, int]:
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     db = tmp_path_factory.mktemp("dashboard") / "queue.db"
     _fill(db)
+    yield from _serve(db)
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """A dashboard whose filtered pages examine at most 5 tasks (--scan-rows),
+    over a rare task behind 12 newer ones."""
+    db = tmp_path_factory.mktemp("bounded") / "queue.db"
+    with TaskQueue(db) as queue:
+        queue.enqueue("The needle", "rare_type")
+        queue.enqueue_many([{"name": f"hay {i}", "task_type": "common"} for i in range(12)])
+    yield from _serve(db, "--scan-rows", "5")
+
+
+def _serve(db: Path, *options: str) -> Iterator[Dashboard]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "task_queue.dashboard", "--db", str(db), "--port", "0"],
+        [sys.executable, "-m", "task_queue.dashboard", "--db", str(db), "--port", "0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -298,3 +313,28 @@ def test_pages_refresh_themselves(page: Any, dashboard: Dashboard) -> None:
     link.wait_for(timeout=10_000)  # the refresh runs every 3 s
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
     assert "updated" in page.locator("#live-state").inner_text()
+
+
+def test_search_older_tasks_of_a_rare_type(page: Any, bounded: Dashboard) -> None:
+    page.goto(bounded.url + "/tasks")
+    page.fill("form.filters input[name=type]", "rare_type")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url(re.compile(r"type=rare_type"))
+    notice = page.locator("#searched")
+    assert notice.inner_text() == "No match among tasks #9–#13 (searched 5 tasks)."
+    assert page.locator("table.tasks").count() == 0
+    shot(page, "searched")
+    page.click("text=Search older tasks →")
+    page.wait_for_url(re.compile(r"after=9"))
+    assert notice.inner_text() == "No match among tasks #4–#8 (searched 5 tasks)."
+    page.click("text=Search older tasks →")
+    page.wait_for_url(re.compile(r"after=4"))
+    rows = page.locator("table.tasks tbody tr")
+    assert rows.count() == 1
+    assert rows.locator("td.name").inner_text() == "The needle"
+    assert page.locator("#searched").count() == 0  # the oldest task was reached
+    assert page.locator("a.search-older").count() == 0
+    shot(page, "searched-found")
+    page.click("text=« newest")
+    page.wait_for_url(re.compile(r"^(?!.*after=).*type=rare_type"))
+    assert notice.inner_text().startswith("No match among tasks #9–#13")

@@ -36,6 +36,7 @@ EXPECTED_ALL = [
     "RetryPolicy",
     "Schedule",
     "ScheduleInfo",
+    "SearchedTasks",
     "StatementTooLargeError",
     "StorageError",
     "SystemClock",

@@ -423,22 +423,56 @@ WHERE tasks.id IS NULL OR tasks.status IN ('completed', 'failed', 'cancelled');
 SELECT status FROM tasks WHERE id = %(id)s;
 
 -- list_newest --
--- A page of tasks, newest first, below id :before_id (keyset pagination),
--- of one status, type and queue when those are given (NULL: any).
+-- A page of tasks, newest first, below id :before_id (keyset pagination)
+-- and down to id :floor_id (where a bounded scan stops, see
+-- scan_edge_newest), of one status, type and queue when those are given
+-- (NULL: any).
 SELECT * FROM tasks
-WHERE id < %(before_id)s
+WHERE id < %(before_id)s AND id >= %(floor_id)s
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
   AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s::text)
 ORDER BY id DESC LIMIT %(limit)s;
 
+-- snapshot_read --
+-- The first statement of a read whose statements must see one snapshot (a
+-- bounded listing, see storage/scan.py).
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+
+-- scan_edge_newest --
+-- The window of a bounded list_newest (a filter no index narrows, such as
+-- one task type; see storage/scan.py): the first row below :before_id
+-- ('first'), and the :skip+1-th and the one after it ('edge'; :skip is the
+-- bound less one). Two edge rows: the scan stops at the first of them, more
+-- lie beyond. The primary key's ids only (an index-only scan).
+(SELECT 'first', NULL::float8, id FROM tasks WHERE id < %(before_id)s
+ ORDER BY id DESC LIMIT 1)
+UNION ALL
+(SELECT 'edge', NULL::float8, id FROM tasks WHERE id < %(before_id)s
+ ORDER BY id DESC LIMIT 2 OFFSET %(skip)s);
+
+-- scan_edge_finished --
+-- scan_edge_newest for list_finished: the same window of finished tasks of
+-- status :status in finish order, from idx_tasks_finished alone.
+(SELECT 'first', completed_at, id FROM tasks
+ WHERE status = %(status)s AND status IN ('completed', 'failed', 'cancelled')
+   AND (completed_at, id) < (%(before_at)s, %(before_id)s)
+ ORDER BY completed_at DESC, id DESC LIMIT 1)
+UNION ALL
+(SELECT 'edge', completed_at, id FROM tasks
+ WHERE status = %(status)s AND status IN ('completed', 'failed', 'cancelled')
+   AND (completed_at, id) < (%(before_at)s, %(before_id)s)
+ ORDER BY completed_at DESC, id DESC LIMIT 2 OFFSET %(skip)s);
+
 -- list_finished --
 -- A page of finished tasks of one status, most recently finished first,
--- after (:before_at, :before_id) in that order: idx_tasks_finished read
--- backwards.
+-- after (:before_at, :before_id) in that order and down to (:floor_at,
+-- :floor_id) (where a bounded scan stops, see scan_edge_finished):
+-- idx_tasks_finished read backwards.
 SELECT * FROM tasks
 WHERE status = %(status)s AND status IN ('completed', 'failed', 'cancelled')
   AND (completed_at, id) < (%(before_at)s, %(before_id)s)
+  AND (completed_at, id) >= (%(floor_at)s, %(floor_id)s)
   AND (%(task_type)s::text IS NULL OR task_type = %(task_type)s::text)
   AND (%(queue_name)s::text IS NULL OR queue_name = %(queue_name)s::text)
 ORDER BY completed_at DESC, id DESC LIMIT %(limit)s;

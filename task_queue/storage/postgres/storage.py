@@ -32,20 +32,23 @@ from typing import Any, TypeVar
 
 from ...errors import DatabaseOpenError, QueueClosedError, ReadOnlyDatabaseError, StorageError
 from ...interrupted import note_error, note_result, note_unknown
-from ...task import AttemptRecord, Claim, ScheduleInfo, Task, WorkerInfo
+from ...task import AttemptRecord, Claim, ScheduleInfo, SearchedTasks, Task, WorkerInfo
 from ..base import (
     FINISHED,
     ChangeFeed,
     ClaimRequest,
     Completion,
     FailureRecord,
+    Listing,
     NewTask,
     Owner,
+    Position,
     Rescue,
     ScheduleRow,
     TaskFilter,
 )
 from ..rows import claimed_tasks, task_from_row
+from ..scan import NO_FLOOR, bounded_listing, is_bounded
 from .clock import ServerClock
 from .errors import is_retried, typed
 from .notify import Feed, Listener, Notifier, listener, release_listener
@@ -528,24 +531,43 @@ class PostgresStorage:
         missing = [int(row[0]) for row in rows if row[1] is None]
         return finished, missing
 
-    def list_tasks(self, where: TaskFilter, limit: int, after: Task | None = None) -> list[Task]:
-        finished = where.status in FINISHED
+    def list_tasks(
+        self,
+        where: TaskFilter,
+        limit: int,
+        after: Task | Position | None = None,
+        scan: int | None = None,
+    ) -> Listing:
+        plan = "list_finished" if where.status in FINISHED else "list_newest"
         params: dict[str, Any] = {
             "status": where.status, "task_type": where.task_type, "queue_name": where.queue_name,
             "before_id": 2**63 - 1 if after is None else after.id,
             "before_at": math.inf if after is None or after.completed_at is None
             else after.completed_at,
-            "limit": limit,
+            "limit": limit, **NO_FLOOR,
         }  # fmt: skip
-        rows = self._rows("list_finished" if finished else "list_newest", params)
-        return [task_from_row(r) for r in rows]
+        if not is_bounded(where, plan, scan):
+            return Listing([task_from_row(r) for r in self._rows(plan, params)])
+        assert scan is not None
+
+        def unit(tx: _Tx) -> tuple[list[Sequence[Any]], SearchedTasks | None]:
+            # Its statements (storage/scan.py) must see one snapshot: under
+            # READ COMMITTED a purge between the window's edge and the page
+            # could move the resume point past rows never examined. A few
+            # ms of REPEATABLE READ, read only, holds back no vacuum to speak of.
+            tx.rows("snapshot_read")
+            return bounded_listing(tx.rows, plan, params, scan)
+
+        rows, searched = self._run("a read", unit, readonly=True)
+        tasks = [task_from_row(r) for r in rows]
+        return Listing(tasks, searched if len(tasks) < limit else None)
 
     def list_by_status(self, status: str, limit: int) -> list[Task]:
         where = TaskFilter(status=status)
         tasks: list[Task] = []
         while len(tasks) < limit:
             want = min(LIST_PAGE, limit - len(tasks))
-            page = self.list_tasks(where, want, tasks[-1] if tasks else None)
+            page = self.list_tasks(where, want, tasks[-1] if tasks else None).tasks
             tasks.extend(page)
             if len(page) < want:
                 break

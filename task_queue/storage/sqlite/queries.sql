@@ -355,16 +355,48 @@ WHERE tasks.id IS NULL OR tasks.status IN ('completed', 'failed', 'cancelled');
 SELECT status FROM tasks WHERE id = :id;
 
 -- list_newest --
--- A page of tasks, newest first, below id :before_id (keyset pagination),
--- of one status, type and queue when those are given (NULL: any). A
--- backward walk of the table from there: pending and running tasks are the
--- recent ones, so it finds them at once.
+-- A page of tasks, newest first, below id :before_id (keyset pagination)
+-- and down to id :floor_id (where a bounded scan stops, see
+-- scan_edge_newest; below every id when unbounded), of one status, type and
+-- queue when those are given (NULL: any). A backward walk of the table from
+-- there: pending and running tasks are the recent ones, so it finds them at
+-- once.
 SELECT * FROM tasks
-WHERE id < :before_id
+WHERE id < :before_id AND id >= :floor_id
   AND (:status IS NULL OR status = :status)
   AND (:task_type IS NULL OR task_type = :task_type)
   AND (:queue_name IS NULL OR queue_name = :queue_name)
 ORDER BY id DESC LIMIT :limit;
+
+-- scan_edge_newest --
+-- The window of a bounded list_newest (a filter no index narrows, such as
+-- one task type: at a million tasks, a type that no task has meant reading
+-- them all): the first row below :before_id ('first'), and the :skip+1-th
+-- and the one after it ('edge'; :skip is the bound less one). Two edge rows:
+-- the scan stops at the first of them, more lie beyond; one or none: the
+-- window reaches the oldest task. Reads ids only (the table b-tree, no
+-- column decoded): 50,000 rows in ~6 ms at a million.
+SELECT 'first', NULL, id FROM (
+    SELECT id FROM tasks WHERE id < :before_id ORDER BY id DESC LIMIT 1)
+UNION ALL
+SELECT 'edge', NULL, id FROM (
+    SELECT id FROM tasks WHERE id < :before_id ORDER BY id DESC LIMIT 2 OFFSET :skip);
+
+-- scan_edge_finished --
+-- scan_edge_newest for list_finished: the same window of finished tasks of
+-- status :status in finish order after (:before_at, :before_id), read from
+-- the index of finished tasks alone (it holds completed_at and the id).
+SELECT 'first', completed_at, id FROM (
+    SELECT completed_at, id FROM tasks INDEXED BY idx_tasks_finished
+    WHERE status = :status AND status IN ('completed', 'failed', 'cancelled')
+      AND (completed_at, id) < (:before_at, :before_id)
+    ORDER BY completed_at DESC, id DESC LIMIT 1)
+UNION ALL
+SELECT 'edge', completed_at, id FROM (
+    SELECT completed_at, id FROM tasks INDEXED BY idx_tasks_finished
+    WHERE status = :status AND status IN ('completed', 'failed', 'cancelled')
+      AND (completed_at, id) < (:before_at, :before_id)
+    ORDER BY completed_at DESC, id DESC LIMIT 2 OFFSET :skip);
 
 -- list_pending --
 -- list_newest for status pending when few tasks are pending: their ids
@@ -405,11 +437,14 @@ ORDER BY id DESC;
 
 -- list_finished --
 -- A page of finished tasks of one status, most recently finished first,
--- after (:before_at, :before_id) in that order, of one type and queue when
--- given: the index of finished tasks, read from the end.
+-- after (:before_at, :before_id) in that order and down to (:floor_at,
+-- :floor_id) (where a bounded scan stops, see scan_edge_finished; -inf
+-- unbounded), of one type and queue when given: the index of finished
+-- tasks, read from the end.
 SELECT * FROM tasks INDEXED BY idx_tasks_finished
 WHERE status = :status AND status IN ('completed', 'failed', 'cancelled')
   AND (completed_at, id) < (:before_at, :before_id)
+  AND (completed_at, id) >= (:floor_at, :floor_id)
   AND (:task_type IS NULL OR task_type = :task_type)
   AND (:queue_name IS NULL OR queue_name = :queue_name)
 ORDER BY completed_at DESC, id DESC LIMIT :limit;

@@ -19,22 +19,25 @@ from typing import Any, ClassVar, NamedTuple
 from ...checks import is_non_negative
 from ...errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
 from ...limits import Limits
-from ...task import AttemptRecord, Claim, ScheduleInfo, Task, WorkerInfo
+from ...task import AttemptRecord, Claim, ScheduleInfo, SearchedTasks, Task, WorkerInfo
 from ..base import (
     FINISHED,
     ChangeFeed,
     ClaimRequest,
     Completion,
     FailureRecord,
+    Listing,
     NewTask,
     Outcome,
     Owner,
+    Position,
     Rescue,
     ScheduleRow,
     TaskFilter,
     submit_in_thread,
 )
 from ..rows import claimed_tasks, dependency_state, task_from_row
+from ..scan import NO_FLOOR, bounded_listing, is_bounded
 from .engine import Engine, Request
 from .outbox import check_connection, run_in_transaction
 from .schema import open_database, prepare_file
@@ -403,6 +406,14 @@ LIST_PAGE = 500
 #: reads them from their index (see _listing_query): ~8 ms at 20,000 (35 ms
 #: with a type filter, which reads each row).
 LIVE_INDEX_MAX = 20_000
+
+
+def _bounded_listing(
+    conn: sqlite3.Connection, plan: str, params: dict[str, Any], scan: int
+) -> tuple[list[Sequence[Any]], SearchedTasks | None]:
+    """A listing that examines at most ``scan`` rows of its walk (see
+    storage/scan.py), its statements in one read transaction (one snapshot)."""
+    return bounded_listing(lambda name, p: conn.execute(Q[name], p).fetchall(), plan, params, scan)
 
 
 def _scalar(conn: sqlite3.Connection, name: str, params: dict[str, Any]) -> Any:
@@ -790,16 +801,27 @@ class SqliteStorage:
         found: tuple[list[Task], list[int]] = self._run(self._plan_finished_among(task_ids))
         return found
 
-    def list_tasks(self, where: TaskFilter, limit: int, after: Task | None = None) -> list[Task]:
+    def list_tasks(
+        self,
+        where: TaskFilter,
+        limit: int,
+        after: Task | Position | None = None,
+        scan: int | None = None,
+    ) -> Listing:
         params: dict[str, Any] = {
             "status": where.status, "task_type": where.task_type, "queue_name": where.queue_name,
             "before_id": 2**63 - 1 if after is None else after.id,
             "before_at": math.inf if after is None or after.completed_at is None
             else after.completed_at,
-            "limit": limit,
+            "limit": limit, **NO_FLOOR,
         }  # fmt: skip
-        rows = self._read(_rows, self._listing_query(where), params)
-        return [task_from_row(r) for r in rows]
+        plan = self._listing_query(where)
+        if not is_bounded(where, plan, scan):
+            return Listing([task_from_row(r) for r in self._read(_rows, plan, params)])
+        assert scan is not None
+        rows, searched = self._read(_bounded_listing, plan, params, scan)
+        tasks = [task_from_row(r) for r in rows]
+        return Listing(tasks, searched if len(tasks) < limit else None)
 
     def _listing_query(self, where: TaskFilter) -> str:
         """Which statement lists ``where`` fastest. Failed tasks of one type
@@ -831,7 +853,7 @@ class SqliteStorage:
         tasks: list[Task] = []
         while len(tasks) < limit:
             want = min(LIST_PAGE, limit - len(tasks))
-            page = self.list_tasks(where, want, tasks[-1] if tasks else None)
+            page = self.list_tasks(where, want, tasks[-1] if tasks else None).tasks
             tasks.extend(page)
             if len(page) < want:
                 break
