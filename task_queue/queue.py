@@ -561,6 +561,10 @@ class TaskQueue:
             self._log_not_held(fenced, "completion")
         if recorded:
             self._waiters.nudge()
+            # A completion may have released tasks that waited for it (their
+            # dependencies): wake this process's Workers as an enqueue does,
+            # or a pipeline's next step waited for the next poll (1 s a hop).
+            self._listeners.notify()
         self.hooks.emit_lazy(
             lambda: [
                 Event(
