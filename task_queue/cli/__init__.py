@@ -343,6 +343,10 @@ def _worker_parser(p: argparse.ArgumentParser) -> None:
         help="threads running handlers (default 4)",
     )  # fmt: skip
     p.add_argument(
+        "--async-concurrency", metavar="N", type=_int_from(1, 100_000), default=200,
+        help="async def handlers running at once on the worker's event loop (default 200)",
+    )  # fmt: skip
+    p.add_argument(
         "--queues", metavar="A,B", type=queue_names, help="serve only these queues (default all)"
     )
     p.add_argument(

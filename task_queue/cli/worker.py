@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, args.log_format)
     handlers, sources = load_handlers(args.modules)
     options = WorkerOptions(
-        concurrency=args.concurrency, queues=args.queues, drain_timeout=args.drain_timeout,
+        concurrency=args.concurrency, async_concurrency=args.async_concurrency,
+        queues=args.queues, drain_timeout=args.drain_timeout,
         poll_interval=args.poll_interval, prefetch=args.prefetch, name=args.name,
     )  # fmt: skip
     path = db_path(args)

@@ -76,6 +76,20 @@ clashing = HandlerRegistry()
 clashing["echo"] = lambda payload: "not the same echo"
 
 not_a_registry = {"echo": echo}
+
+aio = HandlerRegistry()
+_running = [0, 0]  # now, most at once
+
+
+@aio.handler("nap")
+async def nap(payload):
+    import asyncio
+
+    _running[0] += 1
+    _running[1] = max(_running)
+    await asyncio.sleep(0.05)
+    _running[0] -= 1
+    (MARKERS / "most-at-once").write_text(str(_running[1]))
 '''
 
 
@@ -627,6 +641,16 @@ def test_worker_serves_a_named_registry_and_the_queues_asked_for(cli: Cli) -> No
     assert "handlers boom,echo,flaky,other_echo,slow" in both.stderr
     with cli.queue() as queue:
         assert queue.get_queue_stats()["completed"] == 3
+
+
+def test_worker_async_concurrency_caps_async_handlers(cli: Cli) -> None:
+    ids = [int(cli.ok("enqueue", "nap")) for _ in range(12)]
+    proc = cli("worker", "cli_tasks:aio", "--burst", "--async-concurrency", "1")
+    assert proc.returncode == 0, proc.stderr
+    with cli.queue() as queue:
+        assert all(t.status == "completed" for t in queue.get_tasks(ids))
+    assert (cli.cwd / "most-at-once").read_text() == "1"  # the default (200) ran them together
+    assert cli("worker", "cli_tasks:aio", "--async-concurrency", "0").returncode == 2
 
 
 def test_worker_burst_does_not_wait_for_a_paused_queue(cli: Cli) -> None:
