@@ -127,6 +127,16 @@ class TaskContext:
             raise RuntimeError("parents() needs the TaskQueue; it works inside a Worker's handler")
         return self._queue.get_tasks(self.task.depends_on)
 
+    async def aparents(self) -> list[Task]:
+        """:meth:`parents` for ``async def`` handlers: the read is awaited,
+        so the Worker's event loop (and every other coroutine on it) is not
+        blocked while it waits for the database."""
+        if not self.task.depends_on:
+            return []
+        if self._queue is None:
+            raise RuntimeError("aparents() needs the TaskQueue; it works inside a Worker's handler")
+        return await self._queue.aget_tasks(self.task.depends_on)
+
 
 # A context variable, not a thread-local: one event loop thread runs many
 # async handlers at once, each in its own asyncio task (and context).

@@ -17,6 +17,7 @@ import pytest
 from support import wait_until
 
 from task_queue import (
+    BatchRef,
     HandlerRegistry,
     ManualClock,
     Middleware,
@@ -375,3 +376,21 @@ def test_middleware_wraps_async_attempts_with_arun_attempt(
     # it wraps the sync attempts only, and says so once.
     assert sync_only.wrapped == [ids[1]]
     assert sum("wraps sync attempts only" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_an_async_handler_reads_its_parents_results_with_aparents(aq: TaskQueue) -> None:
+    async def join(payload: Any) -> Any:
+        ctx = current_task()
+        assert ctx is not None
+        return sorted(p.result for p in await ctx.aparents())
+
+    ids = aq.enqueue_many(
+        [
+            {"name": "a", "task_type": "leaf", "payload": 1},
+            {"name": "b", "task_type": "leaf", "payload": 2},
+            {"name": "j", "task_type": "join", "depends_on": [BatchRef(0), BatchRef(1)]},
+        ]
+    )
+    handlers = {"leaf": lambda payload: payload * 10, "join": join}
+    with Worker(aq, handlers, concurrency=2):
+        assert aq.result(ids[2], timeout=10) == [10, 20]
