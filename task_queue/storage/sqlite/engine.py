@@ -359,10 +359,12 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         self._checkpoint_in: float | None = None
         # Caller runs (call_insert): True while the engine thread has taken
         # work from its queue and not finished it (callers then queue
-        # theirs, joining its next transaction); the ident of the thread
+        # theirs, joining its next transaction); how many callers wait in
+        # call() (the same: contention means group commits); the ident of the thread
         # inside a caller-run statement, pushed and popped under _busy; when
         # a caller last wrote (the idle checkpoint waits for quiet).
         self._serving = False
+        self._callers = 0
         self._inline: list[int] = []
         self._inline_wrote_at = 0.0
         #: Transactions the engine thread committed, and statements callers
@@ -483,6 +485,9 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                 "(a finalizer or a signal handler); nothing was done"
             )
         request = Request(fn, args, readonly=readonly, savepoint=savepoint, merge=merge)
+        # Callers waiting on the engine thread: while there are any, others
+        # queue too rather than run their own statements (call_insert).
+        self._callers += 1
         try:
             self._put(request)
             return request.wait()
@@ -503,6 +508,8 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                     self._refuse_queued()
                 request._outlast(exc)
             raise
+        finally:
+            self._callers -= 1
 
     def call_insert(
         self,
@@ -528,9 +535,12 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
 
         * the statement holds ``_busy``, as the engine thread does around a
           batch: the two exclude each other, and fork() waits for either;
-        * it is only tried (never waited for) when the engine thread is idle
-          and its queue is empty; the engine thread itself, and threads that
-          may receive asynchronous exceptions (the Worker's executors), queue;
+        * it is only tried (never waited for) when the engine thread is idle,
+          its queue is empty and no other caller waits for it: under
+          contention a single-task commit would hold up the group commit
+          (one fsync for one task). The engine thread itself, and threads
+          that may receive asynchronous exceptions (the Worker's executors),
+          queue;
         * the lock, the statement and the release run in one chain of C calls
           (_CALL): no signal handler or asynchronous exception can land while
           ``_busy`` is held, so a handler that uses the queue never waits on
@@ -594,6 +604,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         if (
             conn is None
             or self._serving
+            or self._callers  # others wait on the engine thread: join them
             or self._exited
             or self._close_event.is_set()
             or self._thread.ident == threading.get_ident()
