@@ -20,6 +20,7 @@ on, and the ``CancelledError`` carries ``task_ids`` (see :mod:`task_queue.aio`).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,3 +71,29 @@ def attach_task_ids(exc: BaseException, ids: Sequence[int] | None) -> None:
     elif hasattr(exc, ERROR) or not isinstance(exc, Exception):
         # Failed, or interrupted before anything was handed over.
         _set(exc, "task_ids", [])
+
+
+def forget_notes(exc: BaseException) -> None:
+    """Drop the notes an inner call left on ``exc`` (a signal handler's own
+    enqueue, whose interrupt surfaced in an outer call): the outer call's
+    outcome is the one its caller must learn."""
+    for name in (RESULT, ERROR, UNKNOWN, "task_ids"):
+        with contextlib.suppress(AttributeError, TypeError):
+            delattr(exc, name)
+
+
+# -- threads that may receive asynchronous exceptions ---------------------------------
+
+_THREAD = threading.local()
+
+
+def expect_async_exceptions() -> None:
+    """Mark the calling thread as one that may receive exceptions raised
+    asynchronously by another thread (the Worker's executors: TaskTimeout
+    through PyThreadState_SetAsyncExc). Storage writes from such a thread
+    are handed to the storage thread rather than run in it."""
+    _THREAD.async_exceptions = True
+
+
+def expects_async_exceptions() -> bool:
+    return getattr(_THREAD, "async_exceptions", False) is True

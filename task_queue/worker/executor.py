@@ -18,6 +18,7 @@ from typing import Any
 from ..context import TaskContext
 from ..errors import TaskTimeout
 from ..events import Event, EventKind
+from ..interrupted import expect_async_exceptions
 from ..logfields import task_fields
 from ..payload import encode
 from ..queue import TaskQueue
@@ -90,6 +91,10 @@ class Executors:
 
     # -- one thread ----------------------------------------------------------------
     def _loop(self, slot: Slot) -> None:
+        # The timekeeper may raise TaskTimeout in this thread at any
+        # bytecode: storage writes from handlers go through the storage
+        # thread, never run here on the connection.
+        expect_async_exceptions()
         while True:
             attempt = self._ledger.take(slot, self.new_attempt)
             if attempt is None:

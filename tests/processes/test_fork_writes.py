@@ -52,6 +52,34 @@ def test_children_forked_during_heavy_writes_can_use_the_file(tmp_path: Path) ->
     assert done == 60
 
 
+@pytest.mark.slow
+def test_children_forked_while_a_thread_runs_its_own_statements_can_use_the_file(
+    tmp_path: Path,
+) -> None:
+    """One writer thread enqueueing single tasks: uncontended, it runs each
+    INSERT on the connection itself (caller runs), holding the lock that
+    fork() waits for exactly as for an engine thread's batch."""
+    report = run_scenario(
+        "fork_storm",
+        timeout=240,
+        db=str(tmp_path / "q.db"),
+        forks=40,
+        writers=1,
+        child_deadline=10.0,
+        singles=True,
+    )
+    assert report["errors"] == []
+    assert report["inline"] > 100, "the writer hardly ran its own statements: not a test"
+    assert report["statuses"] == {"0": 40}, report["statuses"]
+    conn = sqlite3.connect(tmp_path / "q.db")
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        written = conn.execute("SELECT count(*) FROM tasks WHERE task_type = 'w'").fetchone()[0]
+    finally:
+        conn.close()
+    assert written == report["written"]
+
+
 def test_fork_waits_for_the_batch_in_flight(tmp_path: Path) -> None:
     """The fork happens only once the transaction under way has ended."""
     engine = Engine(str(tmp_path / "e.db"), execute_init=["CREATE TABLE t (k)"])

@@ -10,6 +10,13 @@
   was handed over and will commit or fail), then re-raises the interrupt
   with ``task_ids`` attached: the tasks that exist because of that call. A
   second interrupt abandons the wait (``task_ids`` is None: unknown).
+* Caller runs: an uncontended single-task ``enqueue()`` runs its INSERT on
+  the connection in the calling thread. The same storms run against it
+  (most of the main thread's calls run that way, counted by the engine): a
+  handler that lands in it, or that needs the engine thread meanwhile, must
+  neither deadlock nor lose a task; Ctrl-C reports exactly what committed;
+  an executor thread, which gets TaskTimeout asynchronously, hands its
+  writes to the engine thread.
 """
 
 from __future__ import annotations
@@ -38,17 +45,45 @@ def test_a_signal_handler_that_enqueues_does_not_deadlock(tmp_path: Path) -> Non
     db = tmp_path / "q.db"
     report = run_scenario("signal_reentry", timeout=60, db=str(db), seconds=3.0, interval=0.002)
     assert len(report["from_handler"]) > 50, "the handler hardly ran: not a test"
+    assert report["inline"] > 100, "the main thread hardly ran its own statements"
     acknowledged = report["from_main"] + report["from_handler"]
     assert len(set(acknowledged)) == len(acknowledged)
     assert task_ids(db) == sorted(acknowledged)
 
 
 @pytest.mark.slow
-def test_an_interrupted_enqueue_reports_exactly_what_it_committed(tmp_path: Path) -> None:
+def test_a_signal_handler_that_needs_the_engine_thread_does_not_deadlock(tmp_path: Path) -> None:
+    """The handler runs batches and reads (the engine thread's work) while
+    the main thread it interrupted may be running its own statement: the
+    engine thread never waits for an interrupted thread."""
     db = tmp_path / "q.db"
     report = run_scenario(
-        "interrupts", timeout=120, db=str(db), random_interrupts=300, locked_rounds=3
+        "signal_reentry", timeout=60, db=str(db), seconds=3.0, interval=0.002, mixed=True
     )
+    assert len(report["from_handler"]) > 50, "the handler hardly ran: not a test"
+    assert report["inline"] > 100, "the main thread hardly ran its own statements"
+    acknowledged = report["from_main"] + report["from_handler"]
+    assert len(set(acknowledged)) == len(acknowledged)
+    assert task_ids(db) == sorted(acknowledged)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("singles", [False, True], ids=["mixed", "single-task calls"])
+def test_an_interrupted_enqueue_reports_exactly_what_it_committed(
+    tmp_path: Path, singles: bool
+) -> None:
+    """``single-task calls``: a loop of one-task enqueue() calls, which run
+    their own INSERT (caller runs) unless the engine thread is busy."""
+    db = tmp_path / "q.db"
+    report = run_scenario(
+        "interrupts",
+        timeout=120,
+        db=str(db),
+        random_interrupts=300,
+        locked_rounds=3,
+        singles=singles,
+    )
+    assert report["inline"] > 100, "hardly any call ran its own statement: not a test"
     noted = report["noted"]
     assert "missing" not in noted, "an interrupt inside enqueue() carried no task_ids"
     assert None not in noted, "one interrupt at a time must never leave the outcome unknown"
@@ -118,3 +153,49 @@ def test_an_asynchronous_exception_in_a_waiting_thread_carries_the_outcome(
         task = q.get_task(seen[0][0])
         assert task is not None and task.name == "while locked"
         assert q.get_queue_stats()["pending"] == 1
+
+
+def test_an_executor_thread_hands_its_enqueues_to_the_engine_thread(tmp_path: Path) -> None:
+    """A handler that enqueues in a loop until its timeout: the Worker's
+    TaskTimeout lands asynchronously, often inside enqueue(). Executor
+    threads never run statements on the connection themselves (counted by
+    the engine), and each timeout reports exactly what its call committed:
+    every task the handlers made is one they were told of."""
+    from task_queue import TaskQueue, TaskTimeout, Worker
+
+    acked: list[int] = []
+    noted: list[object] = []
+
+    with TaskQueue(str(tmp_path / "q.db"), synchronous="NORMAL") as q:
+        engine = q.storage._engine  # type: ignore[attr-defined]
+
+        def spawner(payload: object) -> None:
+            try:
+                while True:
+                    acked.append(q.enqueue("child", "child"))
+            except TaskTimeout as exc:
+                noted.append(getattr(exc, "task_ids", "missing"))
+                raise
+
+        parents = [q.enqueue(f"parent {i}", "spawn", timeout=0.2, max_retries=0) for i in range(6)]
+        inline_before = engine.inline_statements
+        with Worker(q, {"spawn": spawner}, concurrency=2, poll_interval=0.01):
+            wait_until(
+                lambda: all(
+                    (t := q.get_task(p)) is not None and t.status == "failed" for p in parents
+                ),
+                timeout=60,
+            )
+        # The Worker's own writes go through the engine too; none ran inline.
+        assert engine.inline_statements == inline_before
+    conn = sqlite3.connect(tmp_path / "q.db")
+    try:
+        children = [r[0] for r in conn.execute("SELECT id FROM tasks WHERE task_type = 'child'")]
+    finally:
+        conn.close()
+    assert len(noted) == len(parents), noted
+    assert all(isinstance(ids, list) and len(ids) <= 1 for ids in noted), noted
+    told = acked + [i for ids in noted if isinstance(ids, list) for i in ids]
+    assert len(set(told)) == len(told)
+    assert sorted(told) == sorted(children)
+    assert len(children) > 100

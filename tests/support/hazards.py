@@ -51,7 +51,16 @@ def _child_round_trip(db: str, deadline: float) -> int:
         return 1
 
 
-def fork_storm(db: str, forks: int, writers: int, child_deadline: float) -> dict[str, Any]:
+def _inline_statements(q: TaskQueue) -> int:
+    """How many statements callers ran on the connection themselves."""
+    return int(q.storage._engine.inline_statements)  # type: ignore[attr-defined]
+
+
+def fork_storm(
+    db: str, forks: int, writers: int, child_deadline: float, singles: bool = False
+) -> dict[str, Any]:
+    """``singles``: the writers only enqueue one task per call, which an
+    uncontended caller runs on the connection itself (caller runs)."""
     q = TaskQueue(db)
     stop = threading.Event()
     written = [0] * writers
@@ -60,6 +69,10 @@ def fork_storm(db: str, forks: int, writers: int, child_deadline: float) -> dict
     def write(slot: int) -> None:
         try:
             while not stop.is_set():
+                if singles:
+                    q.enqueue("w", "w", {"slot": slot})
+                    written[slot] += 1
+                    continue
                 ids = q.enqueue_many([{"name": "w", "task_type": "w"} for _ in range(5)])
                 q.enqueue("w", "w", {"slot": slot})
                 for task in q.claim(3, task_types=["w"]):
@@ -87,23 +100,35 @@ def fork_storm(db: str, forks: int, writers: int, child_deadline: float) -> dict
     stop.set()
     for thread in threads:
         thread.join(30)
+    inline = _inline_statements(q)
     q.close()
-    return {"statuses": statuses, "written": sum(written), "errors": errors}
+    return {"statuses": statuses, "written": sum(written), "errors": errors, "inline": inline}
 
 
 # -- a signal handler that enqueues ----------------------------------------------------
 
 
-def signal_reentry(db: str, seconds: float, interval: float) -> dict[str, Any]:
+def signal_reentry(db: str, seconds: float, interval: float, mixed: bool = False) -> dict[str, Any]:
     """The main thread enqueues in a tight loop; a SIGALRM handler, running
     in the main thread between two of its bytecodes (so also inside
-    ``enqueue()``), enqueues too."""
+    ``enqueue()``, and inside a statement the main thread runs on the
+    connection itself), enqueues too. ``mixed``: the handler also does what
+    the engine thread must run (a batch, a read), which must not wait for
+    the main thread it interrupted."""
     q = TaskQueue(db, synchronous="NORMAL")
     from_handler: list[int] = []
     from_main: list[int] = []
+    calls = [0]
 
     def handler(signum: int, frame: Any) -> None:
-        from_handler.append(q.enqueue("from the handler", "h"))
+        calls[0] += 1
+        if mixed and calls[0] % 3 == 1:
+            from_handler.extend(q.enqueue_many([{"name": "handler batch", "task_type": "h"}] * 2))
+        elif mixed and calls[0] % 3 == 2:
+            from_handler.append(q.enqueue("from the handler", "h"))
+            assert q.get_task(from_handler[-1]) is not None
+        else:
+            from_handler.append(q.enqueue("from the handler", "h"))
 
     signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, interval, interval)
@@ -117,8 +142,9 @@ def signal_reentry(db: str, seconds: float, interval: float) -> dict[str, Any]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    inline = _inline_statements(q)
     q.close()
-    return {"from_main": from_main, "from_handler": from_handler}
+    return {"from_main": from_main, "from_handler": from_handler, "inline": inline}
 
 
 # -- Ctrl-C while enqueueing -------------------------------------------------------------
@@ -165,7 +191,11 @@ def _lock_elsewhere(db: str, seconds: float) -> subprocess.Popen[str]:
     return locker
 
 
-def interrupts(db: str, random_interrupts: int, locked_rounds: int) -> dict[str, Any]:
+def interrupts(
+    db: str, random_interrupts: int, locked_rounds: int, singles: bool = False
+) -> dict[str, Any]:
+    """``singles``: every call enqueues one task (the caller runs its own
+    statement when uncontended, as here); else one task and three in turn."""
     q = TaskQueue(db, synchronous="NORMAL", busy_timeout=20)
     acked: list[int] = []
     noted: list[Any] = []  # task_ids of each interrupt (MISSING when absent)
@@ -193,7 +223,7 @@ def interrupts(db: str, random_interrupts: int, locked_rounds: int) -> dict[str,
         try:
             ids = None
             try:
-                if i % 2:
+                if singles or i % 2:
                     ids = [q.enqueue("single", "t", {"i": i})]
                 else:
                     ids = q.enqueue_many([{"name": "many", "task_type": "t"}] * 3)
@@ -261,8 +291,10 @@ def interrupts(db: str, random_interrupts: int, locked_rounds: int) -> dict[str,
         timer.join()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     locker.wait(30)
+    inline = _inline_statements(q)
     q.close()
     return {
+        "inline": inline,
         "acked": acked,
         "noted": noted,
         "outside": outside,

@@ -1,9 +1,15 @@
 """sqlite-worker's model, with the defects of its 0.0.4 release fixed.
 
-The model is kept: one thread owns the SQLite connection; callers on any
+The model is kept: one thread serves the SQLite connection; callers on any
 thread queue work to it and wait for their own answer; work from concurrent
 callers shares one transaction (group commit), at most ``max_count`` units
-per transaction.
+per transaction. One exception, :meth:`Engine.call_insert` ("caller runs"):
+a caller with a single one-row INSERT that finds the engine thread idle and
+its queue empty runs that statement on the connection itself, as one
+autocommit statement, holding ``_busy`` as the engine thread does for a
+batch (a round trip through the thread costs several times the statement).
+It never runs anyone else's work and never leaves a transaction open;
+under contention everyone queues as before.
 
 What :class:`Engine` changes, each pinned by a test in tests/test_engine.py:
 
@@ -36,9 +42,10 @@ hold (and mutexes of its own). A fork() landing while the engine thread is
 inside a transaction or any SQLite call copies that state, held, into the
 child, where even a brand-new connection then finds the file locked forever
 or hangs in ``sqlite3.connect``. So every live Engine is quiesced around
-fork(): the engine thread holds ``_busy`` whenever it is inside SQLite, and
-an at-fork hook takes every engine's ``_busy`` before the fork (waiting for
-the batch under way to end) and releases it on both sides after.
+fork(): whoever is inside SQLite on the connection (the engine thread, or a
+caller running its own statement) holds ``_busy``, and an at-fork hook
+takes every engine's ``_busy`` before the fork (waiting for the batch or
+statement under way to end) and releases it on both sides after.
 
 The file: a database with several names (hard links) is refused at open,
 since SQLite keeps one WAL per name; and the path is re-checked around each
@@ -49,13 +56,17 @@ that a long reader let grow.
 Interrupts: submitting takes no lock (a signal handler may submit in the
 middle of its own thread's submit), and a caller interrupted while waiting
 keeps waiting for the answer, then raises the interrupt with the outcome
-noted on it (task_queue/interrupted.py).
+noted on it (task_queue/interrupted.py). A caller running its own statement
+holds ``_busy`` only inside one chain of C calls, where no signal handler
+or asynchronous exception can land: an interrupt finds the statement not
+yet started or committed, and notes which.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import os
 import queue
 import random
@@ -63,6 +74,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
@@ -75,7 +87,14 @@ from ...errors import (
     StorageError,
     UnsafeDatabaseFileError,
 )
-from ...interrupted import is_noted, note_error, note_result, note_unknown
+from ...interrupted import (
+    expects_async_exceptions,
+    forget_notes,
+    is_noted,
+    note_error,
+    note_result,
+    note_unknown,
+)
 from .errors import is_busy, is_transaction_fatal, translate
 
 LOGGER = logging.getLogger(__name__)
@@ -225,6 +244,16 @@ def _mergeable(batch: list[Request], index: int) -> list[Request] | None:
 
 
 _STOP = object()
+# Queued by a caller that wrote on the connection itself (see
+# Engine.call_insert) while the engine thread slept without a timeout: it
+# wakes the thread to schedule the idle WAL checkpoint.
+_WROTE = object()
+
+# Calls a callable with no arguments, in C: a chain of these run by
+# all(map(_CALL, chain)) has no point between its calls where the
+# interpreter runs a signal handler or raises an asynchronous exception
+# (those are taken only between bytecodes).
+_CALL = operator.methodcaller("__call__")
 
 # -- quiescing around fork() ---------------------------------------------------------
 
@@ -317,8 +346,9 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         self._dead: BaseException | None = None
         self._exited = False
         self._conn: sqlite3.Connection | None = None
-        # Held by the engine thread whenever it is inside SQLite (see fork()
-        # in the module docstring).
+        # Held by whoever is inside SQLite on the connection: the engine
+        # thread, or a caller running its own statement (see fork() in the
+        # module docstring, and call_insert).
         self._busy = threading.Lock()
         # (st_dev, st_ino) of the file opened, and the path that must keep
         # naming it; None for in-memory databases.
@@ -327,6 +357,20 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         # Seconds of idleness after which to look at the WAL's size; None
         # while nothing was written since the last look.
         self._checkpoint_in: float | None = None
+        # Caller runs (call_insert): True while the engine thread has taken
+        # work from its queue and not finished it (callers then queue
+        # theirs, joining its next transaction); how many callers wait in
+        # call() (the same: contention means group commits); the ident of the thread
+        # inside a caller-run statement, pushed and popped under _busy; when
+        # a caller last wrote (the idle checkpoint waits for quiet).
+        self._serving = False
+        self._callers = 0
+        self._inline: list[int] = []
+        self._inline_wrote_at = 0.0
+        #: Transactions the engine thread committed, and statements callers
+        #: committed themselves (call_insert): for tests and benchmarks.
+        self.transactions = 0
+        self.inline_statements = 0
         with _LIVE_LOCK:
             _LIVE.add(self)
         init = tuple(execute_init)
@@ -429,7 +473,21 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
         """
         if self._close_event.is_set():
             raise QueueClosedError("the TaskQueue is closed")
+        held = self._inline
+        if held and threading.get_ident() in held:
+            # Only code run by the interpreter in the middle of this
+            # thread's own caller-run statement (a finalizer, on CPython
+            # before 3.12, and a signal handler run from it) gets here: the
+            # engine thread would wait for that statement, which waits for
+            # this call. Refused instead of a deadlock; nothing was done.
+            raise StorageError(
+                "storage call from inside this thread's own storage statement "
+                "(a finalizer or a signal handler); nothing was done"
+            )
         request = Request(fn, args, readonly=readonly, savepoint=savepoint, merge=merge)
+        # Callers waiting on the engine thread: while there are any, others
+        # queue too rather than run their own statements (call_insert).
+        self._callers += 1
         try:
             self._put(request)
             return request.wait()
@@ -449,6 +507,140 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                     # The interrupt may have cut _put short of refusing it.
                     self._refuse_queued()
                 request._outlast(exc)
+            raise
+        finally:
+            self._callers -= 1
+
+    def call_insert(
+        self,
+        sql: str,
+        params: dict[str, Any],
+        answer: Callable[[int], Any],
+        fn: UnitFn,
+        *args: Any,
+        savepoint: bool = True,
+        merge: MergeFn | None = None,
+    ) -> Any:
+        """``answer(rowid)`` of the one-row INSERT ``sql``, run by the calling
+        thread itself when nobody else is using the connection ("caller
+        runs"); otherwise ``call(fn, *args)``, the same write as a unit.
+
+        A round trip through the engine thread costs several times the
+        statement itself. So an uncontended caller runs its statement on the
+        connection: ONE autocommit statement, never inside a transaction, so
+        it commits (or fails, having written nothing) before this returns,
+        and it never runs anyone else's work nor leaves the connection in a
+        transaction. Everything else, and everyone while the engine thread
+        has work, queues as usual and shares its group commits:
+
+        * the statement holds ``_busy``, as the engine thread does around a
+          batch: the two exclude each other, and fork() waits for either;
+        * it is only tried (never waited for) when the engine thread is idle,
+          its queue is empty and no other caller waits for it: under
+          contention a single-task commit would hold up the group commit
+          (one fsync for one task). The engine thread itself, and threads
+          that may receive asynchronous exceptions (the Worker's executors),
+          queue;
+        * the lock, the statement and the release run in one chain of C calls
+          (_CALL): no signal handler or asynchronous exception can land while
+          ``_busy`` is held, so a handler that uses the queue never waits on
+          its own thread;
+        * any SQLite error (busy: another process holds the write lock)
+          wrote nothing: the unit is queued instead (the engine retries busy
+          within busy_timeout and reports errors as it does for every unit);
+        * an interrupt (Ctrl-C, a signal handler's exception) is noted as for
+          :meth:`call`: before the commit, nothing was written; after it, the
+          row committed and its answer is noted (``cursor.rowcount`` is set in
+          C by the statement itself, so it cannot disagree with the commit);
+        * the path is checked before (nothing written if replaced) and after
+          (DatabaseReplacedError: durable in the old file) as around a batch.
+        """
+        cursor = self._inline_cursor()
+        if cursor is not None:
+            busy, held, me = self._busy, self._inline, threading.get_ident()
+            replaced: DatabaseReplacedError | None = None
+            try:
+                # Prepared before the lock is taken: releasing it after a
+                # failed statement is one C call too.
+                let_go: partial[deque[Any]] = partial(
+                    deque, map(_CALL, (held.pop, busy.release)), 0
+                )
+                all(
+                    map(
+                        _CALL,
+                        (
+                            partial(busy.acquire, False),  # False ends the chain
+                            partial(held.__iadd__, (me,)),  # the (truthy) list
+                            partial(cursor.execute, sql, params),
+                            held.pop,  # the ident: truthy
+                            busy.release,
+                        ),
+                    )
+                )
+                if cursor.rowcount == 1:
+                    result = answer(cursor.lastrowid)  # type: ignore[arg-type]
+                    self._after_inline_write()
+                    replaced = self._replaced(committed=True)
+                    if replaced is None:
+                        return result
+            except BaseException as exc:
+                if me in held:
+                    # The statement raised inside the chain: _busy is still
+                    # ours (no bytecode ran since), and nothing was written.
+                    let_go()
+                    if not isinstance(exc, sqlite3.Error):
+                        raise
+                    LOGGER.debug("caller-run statement failed; queued", exc_info=True)
+                else:
+                    self._note_inline(exc, cursor, answer)
+                    raise
+            if replaced is not None:
+                raise replaced
+        return self.call(fn, *args, savepoint=savepoint, merge=merge)
+
+    def _inline_cursor(self) -> sqlite3.Cursor | None:
+        """A fresh cursor if this caller may run its own statement now, else None."""
+        conn = self._conn
+        if (
+            conn is None
+            or self._serving
+            or self._callers  # others wait on the engine thread: join them
+            or self._exited
+            or self._close_event.is_set()
+            or self._thread.ident == threading.get_ident()
+            or not self._sql_queue.empty()
+            or conn.in_transaction  # the engine's (only ever under _busy)
+            or expects_async_exceptions()
+            or self._replaced() is not None  # the engine answers it
+        ):
+            return None
+        try:
+            return conn.cursor()
+        except sqlite3.ProgrammingError:  # closed meanwhile: the engine path says so
+            return None
+
+    def _after_inline_write(self) -> None:
+        self.inline_statements += 1
+        self._inline_wrote_at = time.monotonic()
+        if self._checkpoint_in is None and self._identity is not None:
+            self._sql_queue.put(_WROTE)  # schedules the idle WAL checkpoint
+
+    @staticmethod
+    def _note_inline(
+        exc: BaseException, cursor: sqlite3.Cursor, answer: Callable[[int], Any]
+    ) -> None:
+        """Note on an interrupt what the caller-run statement did."""
+        # An interrupt from a nested call (a signal handler's enqueue) may
+        # carry that call's notes: this call's outcome replaces them.
+        committed = cursor.rowcount == 1
+        try:
+            forget_notes(exc)
+            if committed:
+                note_result(exc, answer(cursor.lastrowid))  # type: ignore[arg-type]
+            else:
+                note_error(exc, exc)  # nothing was written
+        except BaseException as again:
+            note_unknown(again)
             raise
 
     def _await_queue_behind(self, request: Request) -> None:
@@ -611,39 +803,58 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                 try:
                     first = q.get(timeout=self._checkpoint_in)
                 except queue.Empty:
+                    if time.monotonic() - self._inline_wrote_at < _IDLE_CHECKPOINT_AFTER:
+                        continue  # callers are writing on their own: not idle
                     with self._busy:
                         self._idle_checkpoint(conn)
                     continue
+            if first is _WROTE:
+                self._wrote()
+                continue
             if not isinstance(first, Request):  # the stop marker
                 break
+            # Callers queue from now on instead of running their own
+            # statements (call_insert): they join this batch or the next.
+            self._serving = True
             batch: list[Request] = [first]
             while len(batch) < self.max_count:
                 try:
                     item = q.get_nowait()
                 except queue.Empty:
                     break
+                if item is _WROTE:
+                    self._wrote()
+                    continue
                 if not isinstance(item, Request):
                     stop = True
                     break
                 batch.append(item)
             if self._identity is not None and not all(r.readonly for r in batch):
                 self._checkpoint_in = _IDLE_CHECKPOINT_AFTER
-            with self._busy:
-                try:
-                    self._run_batch(conn, batch)
-                except Exception as exc:
-                    # Our bookkeeping failed (a ROLLBACK on a broken
-                    # connection...): answer everyone left, keep serving.
-                    LOGGER.exception("storage batch failed")
-                    error = translate(exc)
-                    for request in batch:
-                        if not request.done():
-                            request._answer(error=error)
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
+            try:
+                with self._busy:
+                    try:
+                        self._run_batch(conn, batch)
+                    except Exception as exc:
+                        # Our bookkeeping failed (a ROLLBACK on a broken
+                        # connection...): answer everyone left, keep serving.
+                        LOGGER.exception("storage batch failed")
+                        error = translate(exc)
+                        for request in batch:
+                            if not request.done():
+                                request._answer(error=error)
+                        if conn.in_transaction:
+                            with contextlib.suppress(sqlite3.Error):
+                                conn.execute("ROLLBACK")
+            finally:
+                self._serving = False
         # Anything queued after the stop marker is refused, not lost silently.
         self._fail_queued(QueueClosedError("the TaskQueue is closed"))
+
+    def _wrote(self) -> None:
+        """A caller wrote on its own (call_insert): look at the WAL once idle."""
+        if self._identity is not None and self._checkpoint_in is None:
+            self._checkpoint_in = _IDLE_CHECKPOINT_AFTER
 
     def _idle_checkpoint(self, conn: sqlite3.Connection) -> None:
         """Shrink a WAL that grew (a reader held it) back to nothing, never waiting."""
@@ -796,6 +1007,7 @@ class Engine(SqliteWorker):  # type: ignore[misc]  # sqlite-worker ships no type
                 for r, _, _ in answers:
                     r._answer(error=replaced)
                 return
+            self.transactions += 1
             # Answer only now that the transaction is durable (fix 5).
             for r, result, err in answers:
                 r._answer(result, err)

@@ -15,6 +15,16 @@ VALUES (:name, :task_type, :payload, :priority, :status, :now, :scheduled_at,
 ON CONFLICT DO NOTHING
 RETURNING id;
 
+-- insert_plain_task --
+-- One task without unique key or dependencies, as one autocommit statement
+-- run by its caller (Engine.call_insert): no RETURNING (the id is the
+-- cursor's lastrowid), so the statement is done, and committed, when
+-- execute() returns.
+INSERT INTO tasks (name, task_type, payload, priority, status, created_at, scheduled_at,
+                   max_retries, run_at, timeout, queue_name, meta, concurrency_key)
+VALUES (:name, :task_type, :payload, :priority, 'pending', :now, :scheduled_at,
+        :max_retries, :run_at, :timeout, :queue_name, :meta, :concurrency_key);
+
 -- insert_tasks --
 -- enqueue_many without unique keys or dependencies, in one statement: :tasks
 -- is a JSON array of [name, task_type, payload JSON text or null, priority,

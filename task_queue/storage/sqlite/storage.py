@@ -453,6 +453,11 @@ class _Unit(NamedTuple):
     merge: Any = None
 
 
+def _created(task_id: int) -> list[tuple[int, bool]]:
+    """enqueue()'s answer for one new task (as _enqueue gives it)."""
+    return [(task_id, True)]
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -682,7 +687,25 @@ class SqliteStorage:
 
     # -- writes --
     def enqueue(self, tasks: Sequence[NewTask], now: float) -> list[tuple[int, bool]]:
-        ids: list[tuple[int, bool]] = self._run(self._plan_enqueue(tasks, now))
+        unit = self._plan_enqueue(tasks, now)
+        ids: list[tuple[int, bool]]
+        if unit.merge is None:
+            ids = self._run(unit)
+            return ids
+        # One plain task: one INSERT, which an uncontended caller runs
+        # itself (see Engine.call_insert); otherwise the unit, merged with
+        # other callers' single tasks by the engine thread.
+        t = tasks[0]
+        params = {
+            "name": t.name, "task_type": t.task_type, "payload": t.payload,
+            "priority": t.priority, "now": now, "scheduled_at": t.scheduled_at,
+            "max_retries": t.max_retries, "run_at": t.run_at, "timeout": t.timeout,
+            "queue_name": t.queue_name, "meta": t.meta, "concurrency_key": t.concurrency_key,
+        }  # fmt: skip
+        ids = self._engine.call_insert(
+            Q["insert_plain_task"], params, _created, unit.fn, *unit.args,
+            savepoint=unit.savepoint, merge=unit.merge,
+        )  # fmt: skip
         return ids
 
     def enqueue_on(
