@@ -194,15 +194,16 @@ def rows_for(scenario: str, sync: str, runs: dict[str, list[dict[str, Any]]]) ->
 
     if scenario == "B1":
         ours, huey, floor = m("ours", "rate"), m("huey", "rate"), m("sqlite", "rate")
-        r = div(ours, floor)
-        row("enqueue, 1 thread", ours, huey, floor, r, ">= 0.80 x floor",
-            None if r is None else r >= 0.8, "tasks/s")  # fmt: skip
-        rows[-1]["vs_huey"] = div(ours, huey)
+        # Issue 13's targets (ratios to huey in the same run).
+        r = div(ours, huey)
+        row("enqueue, 1 thread", ours, huey, floor, r, ">= 1.2 x huey",
+            None if r is None else r >= 1.2, "tasks/s")  # fmt: skip
+        rows[-1]["vs_floor"] = div(ours, floor)
     elif scenario == "B2":
         ours, huey = m("ours", "rate"), m("huey", "rate")
         r = div(ours, huey)
-        row("enqueue, 8 threads", ours, huey, None, r, ">= 5 x huey",
-            None if r is None else r >= 5, "tasks/s")  # fmt: skip
+        row("enqueue, 8 threads", ours, huey, None, r, ">= 2.2 x huey",
+            None if r is None else r >= 2.2, "tasks/s")  # fmt: skip
     elif scenario == "B3":
         ours, floor = m("ours", "rate"), m("sqlite", "rate")
         row("enqueue_many x1000", ours, None, floor, div(ours, floor), ">= 100,000/s",
@@ -210,11 +211,10 @@ def rows_for(scenario: str, sync: str, runs: dict[str, list[dict[str, Any]]]) ->
     elif scenario == "B4":
         ours, huey, floor = m("ours", "rate"), m("huey", "rate"), m("sqlite", "rate")
         r = div(ours, huey)
-        ok = None if r is None else r >= 8
-        target = ">= 8 x huey"
         if sync == "FULL":
-            target += ", >= 25,000/s"
-            ok = None if ok is None or ours is None else ok and ours >= 25_000
+            target, ok = ">= 10 x huey", None if r is None else r >= 10
+        else:
+            target, ok = ">= 25,000/s", None if ours is None else ours >= 25_000
         row("drain 4 threads", ours, huey, floor, r, target, ok, "tasks/s")
         rows[-1]["vs_floor"] = div(ours, floor)
     elif scenario == "B5":
@@ -239,11 +239,11 @@ def rows_for(scenario: str, sync: str, runs: dict[str, list[dict[str, Any]]]) ->
             row(f"{label} big/small", big, None, small, r, "ratio <= 1.5",
                 None if r is None else r <= 1.5, "ms")  # fmt: skip
         stats = m("big", "stats_ms")
-        row("get_queue_stats() at big", stats, None, None, None, "< 100 ms",
-            None if stats is None else stats < 100, "ms")  # fmt: skip
+        row("get_queue_stats() at big", stats, None, None, None, "<= 5 ms",
+            None if stats is None else stats <= 5, "ms")  # fmt: skip
         first = m("big", "stats_first_ms")
-        row("  first call, fresh process", first, None, None, None, "< 100 ms",
-            None if first is None else first < 100, "ms")  # fmt: skip
+        row("  first call, fresh process", first, None, None, None, "<= 5 ms",
+            None if first is None else first <= 5, "ms")  # fmt: skip
     elif scenario == "B7":
         g = m("ours", "growth_mb")
         row("RSS growth after warm-up", g, None, None, None, "<= 10 MB",
@@ -307,8 +307,10 @@ def machine() -> dict[str, Any]:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
         ).stdout.strip()
         dirty = subprocess.run(
+            # From the checkout's root: from benchmarks/ the pathspec named
+            # benchmarks/task_queue and the flag was always False.
             ["git", "status", "--porcelain", "--", "task_queue"],
-            capture_output=True, text=True, cwd=HERE,
+            capture_output=True, text=True, cwd=os.path.dirname(HERE),
         ).stdout.strip()  # fmt: skip
         info["task_queue_dirty"] = bool(dirty)
     except OSError:
@@ -373,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     info["loadavg_end"] = os.getloadavg()
     elapsed = time.time() - started
     print(table(rows))
-    print(f"\n{reps} rep(s), medians; ratio = ours/huey (B2, B4, B5), ours/floor (B1, B3), "
+    print(f"\n{reps} rep(s), medians; ratio = ours/huey (B1, B2, B4, B5), ours/floor (B3), "
           f"big/small (B6). {elapsed:.0f}s. Load average at start/end: "
           f"{info.get('loadavg_start')} / {info['loadavg_end']}")  # fmt: skip
     if not args.no_save:

@@ -170,6 +170,7 @@ def insert_params(i: int, now: float) -> dict[str, Any]:
         "now": now, "scheduled_at": None, "max_retries": 3, "run_at": now, "timeout": None,
         "unique_key": None, "queue_name": "default", "meta": None, "status": "pending",
         "waiting_on": 0, "depends_on": None, "completed_at": None, "error_message": None,
+        "concurrency_key": None,
     }  # fmt: skip
 
 
