@@ -200,6 +200,7 @@ def test_registering_the_collector_reads_nothing() -> None:
                      "task_queue_queue_paused"}  # fmt: skip
 
 
+@pytest.mark.sqlite_only("reads SQLite's query plans; PostgreSQL's counts: tests/storage/postgres")
 def test_the_gauges_read_only_kept_counts_and_one_index_seek(db_path: str) -> None:
     """Cheap at a million rows: the collector reads the per-queue counts the
     schema keeps, the pauses and the oldest due time (an index seek), never
