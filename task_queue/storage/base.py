@@ -537,3 +537,24 @@ def _thread_pool() -> concurrent.futures.ThreadPoolExecutor:
             )
             _pool_pid = os.getpid()
         return _pool
+
+
+#: Rows per read of a long listing: a listing of a million tasks must not
+#: hold the SQLite engine thread (every caller's, the heartbeats' included)
+#: or a pooled PostgreSQL connection for seconds.
+LIST_PAGE = 500
+
+
+def list_in_pages(storage: Storage, status: str, limit: int) -> list[Task]:
+    """``list_by_status`` for any backend: up to ``limit`` tasks of
+    ``status`` in listing order, read :data:`LIST_PAGE` rows at a time
+    through :meth:`Storage.list_tasks` (unbounded: every match is found)."""
+    where = TaskFilter(status=status)
+    tasks: list[Task] = []
+    while len(tasks) < limit:
+        want = min(LIST_PAGE, limit - len(tasks))
+        page = storage.list_tasks(where, want, tasks[-1] if tasks else None).tasks
+        tasks.extend(page)
+        if len(page) < want:
+            break
+    return tasks

@@ -46,6 +46,7 @@ from ..base import (
     Rescue,
     ScheduleRow,
     TaskFilter,
+    list_in_pages,
 )
 from ..rows import claimed_tasks, task_from_row
 from ..scan import NO_FLOOR, bounded_listing, is_bounded
@@ -82,8 +83,6 @@ T = TypeVar("T")
 #: Conflicts (deadlock, serialization failure, lock timeout) are retried
 #: this many times, with jittered backoff, before DatabaseBusyError.
 RETRIES = 8
-#: Rows per read of a long listing.
-LIST_PAGE = 500
 #: A pooled connection idle for longer is checked before it is handed out
 #: (a server restart leaves every idle one dead).
 CHECK_IDLE_AFTER = 1.0
@@ -563,15 +562,7 @@ class PostgresStorage:
         return Listing(tasks, searched if len(tasks) < limit else None)
 
     def list_by_status(self, status: str, limit: int) -> list[Task]:
-        where = TaskFilter(status=status)
-        tasks: list[Task] = []
-        while len(tasks) < limit:
-            want = min(LIST_PAGE, limit - len(tasks))
-            page = self.list_tasks(where, want, tasks[-1] if tasks else None).tasks
-            tasks.extend(page)
-            if len(page) < want:
-                break
-        return tasks
+        return list_in_pages(self, status, limit)
 
     def counts(self, queue_name: str | None = None) -> dict[str, int]:
         per_queue = self.queue_counts()

@@ -34,6 +34,7 @@ from ..base import (
     Rescue,
     ScheduleRow,
     TaskFilter,
+    list_in_pages,
     submit_in_thread,
 )
 from ..rows import claimed_tasks, dependency_state, task_from_row
@@ -398,10 +399,6 @@ def _cancel(conn: sqlite3.Connection, task_id: int, now: float) -> bool:
     return False
 
 
-#: Rows per read transaction of a long listing: a listing of a million
-#: tasks must not hold the engine thread (every caller's, the heartbeats'
-#: included) for seconds.
-LIST_PAGE = 500
 #: Up to this many pending (or running) tasks, a listing of that status
 #: reads them from their index (see _listing_query): ~8 ms at 20,000 (35 ms
 #: with a type filter, which reads each row).
@@ -872,15 +869,7 @@ class SqliteStorage:
         return "list_newest"
 
     def list_by_status(self, status: str, limit: int) -> list[Task]:
-        where = TaskFilter(status=status)
-        tasks: list[Task] = []
-        while len(tasks) < limit:
-            want = min(LIST_PAGE, limit - len(tasks))
-            page = self.list_tasks(where, want, tasks[-1] if tasks else None).tasks
-            tasks.extend(page)
-            if len(page) < want:
-                break
-        return tasks
+        return list_in_pages(self, status, limit)
 
     def counts(self, queue_name: str | None = None) -> dict[str, int]:
         counts: dict[str, int] = self._run(self._plan_counts(queue_name))
