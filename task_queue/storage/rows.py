@@ -15,7 +15,7 @@ from ..payload import decode
 from ..task import Task, TaskPriority, TaskStatus
 
 if TYPE_CHECKING:
-    from .base import ClaimRequest
+    from .base import ClaimRequest, NewTask
 
 #: The tasks table's columns in table order; rows map to Task by position.
 TASK_COLUMNS = (
@@ -136,3 +136,18 @@ def dependency_state(
     if unfinished:
         state.update(status="waiting", waiting_on=unfinished)
     return state
+
+
+def insert_params(t: NewTask, now: float) -> dict[str, Any]:
+    """The named parameters of both backends' ``insert_task`` for one new
+    task, as a plain pending task (dependency_state() overrides the status
+    and counters of one that waits)."""
+    return {
+        "name": t.name, "task_type": t.task_type, "payload": t.payload,
+        "priority": t.priority, "now": now, "scheduled_at": t.scheduled_at,
+        "max_retries": t.max_retries, "run_at": t.run_at, "timeout": t.timeout,
+        "unique_key": t.unique_key, "queue_name": t.queue_name, "meta": t.meta,
+        "concurrency_key": t.concurrency_key,
+        "status": "pending", "waiting_on": 0, "depends_on": None, "completed_at": None,
+        "error_message": None,
+    }  # fmt: skip

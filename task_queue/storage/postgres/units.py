@@ -16,7 +16,7 @@ from ...errors import DuplicateTaskError, TaskNotFoundError
 from ...limits import Limits
 from ...task import Claim
 from ..base import Completion, FailureRecord, NewTask, Owner, Rescue, ScheduleRow
-from ..rows import dependency_state
+from ..rows import dependency_state, insert_params
 from ..sqlfiles import load_queries
 
 Q = load_queries("task_queue.storage.postgres")
@@ -102,15 +102,7 @@ def _enqueue(tx: _Tx, tasks: Sequence[NewTask], now: float) -> list[tuple[int, b
     ids: list[tuple[int, bool]] = []
     for index, t in enumerate(tasks):
         parents = list(dict.fromkeys([*t.depends_on, *(ids[i][0] for i in t.depends_on_batch)]))
-        params: dict[str, Any] = {
-            "name": t.name, "task_type": t.task_type, "payload": t.payload,
-            "priority": t.priority, "now": now, "scheduled_at": t.scheduled_at,
-            "max_retries": t.max_retries, "run_at": t.run_at, "timeout": t.timeout,
-            "unique_key": t.unique_key, "queue_name": t.queue_name, "meta": t.meta,
-            "concurrency_key": t.concurrency_key,
-            "status": "pending", "waiting_on": 0, "depends_on": None, "completed_at": None,
-            "error_message": None,
-        }  # fmt: skip
+        params = insert_params(t, now)
         if parents:
             # The parents locked (FOR SHARE) until the enqueue commits.
             found = {int(i): st for i, st in tx.rows("dependency_states", {"ids": parents})}

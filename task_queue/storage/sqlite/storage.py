@@ -37,7 +37,7 @@ from ..base import (
     list_in_pages,
     submit_in_thread,
 )
-from ..rows import claimed_tasks, dependency_state, task_from_row
+from ..rows import claimed_tasks, dependency_state, insert_params, task_from_row
 from ..scan import NO_FLOOR, bounded_listing, is_bounded
 from .engine import Engine, Request
 from .outbox import check_connection, run_in_transaction
@@ -60,15 +60,7 @@ def _enqueue(
     ids: list[tuple[int, bool]] = []
     for index, t in enumerate(tasks):
         parents = list(dict.fromkeys([*t.depends_on, *(ids[i][0] for i in t.depends_on_batch)]))
-        params = {
-            "name": t.name, "task_type": t.task_type, "payload": t.payload,
-            "priority": t.priority, "now": now, "scheduled_at": t.scheduled_at,
-            "max_retries": t.max_retries, "run_at": t.run_at, "timeout": t.timeout,
-            "unique_key": t.unique_key, "queue_name": t.queue_name, "meta": t.meta,
-            "concurrency_key": t.concurrency_key,
-            "status": "pending", "waiting_on": 0, "depends_on": None, "completed_at": None,
-            "error_message": None,
-        }  # fmt: skip
+        params = insert_params(t, now)
         if parents:
             # Under the write lock, so no parent finishes in between.
             found = dict(conn.execute(Q["dependency_states"], {"ids": json.dumps(parents)}))
