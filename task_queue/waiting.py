@@ -7,7 +7,9 @@ in one query, when something may have changed:
 * at once when an outcome commits through the same TaskQueue (it nudges
   the watcher: no polling for work done in this process);
 * otherwise when the change feed says another process committed, checked
-  every ``POLL_INTERVAL`` (a few µs on SQLite).
+  every ``POLL_INTERVAL`` (a few µs on SQLite), and at least every
+  ``RECHECK_EVERY`` seconds whatever the feed says (the fallback of a push
+  feed that missed a notification).
 
 So a thousand waiters cost one query per change, not a thousand per poll.
 
@@ -39,6 +41,10 @@ LOGGER = logging.getLogger(__name__)
 
 #: How often the watcher asks the change feed about other processes' commits.
 POLL_INTERVAL = 0.05
+#: Seconds after which the watcher reads the waited-for tasks even if no
+#: change was seen: the fallback for a push feed (PostgreSQL's NOTIFY) that
+#: missed one (a process that exited before its debounced NOTIFY went out).
+RECHECK_EVERY = 1.0
 
 
 class _Waiter:
@@ -158,6 +164,7 @@ class Waiters:
 
     def _watch(self) -> None:
         feed = self._queue.storage.change_feed()
+        checked = time.monotonic()
         while True:
             nudged = self._nudge.wait(POLL_INTERVAL)
             self._nudge.clear()
@@ -167,8 +174,10 @@ class Waiters:
                     return
                 ids = list(self._waiting)
             try:
-                if not (feed.changed() or nudged):
+                overdue = time.monotonic() - checked >= RECHECK_EVERY
+                if not (feed.changed() or nudged or overdue):
                     continue
+                checked = time.monotonic()
                 finished, missing = self._queue.storage.finished_among(ids)
             except QueueClosedError:
                 continue  # close() tells the waiters

@@ -171,3 +171,26 @@ def test_a_purged_task_does_not_leave_its_waiter_hanging(db_path: str) -> None:
         thread.join(20)
         assert errors and isinstance(errors[0], TaskNotFoundError)
         assert other.get_task(task_id) is None
+
+
+class _DeafFeed:
+    """A change feed that hears nothing: a push feed (PostgreSQL's NOTIFY)
+    that missed the notification of a commit."""
+
+    def changed(self) -> bool:
+        return False
+
+
+def test_a_waiter_notices_a_commit_its_change_feed_missed(db_path: str) -> None:
+    with TaskQueue(db_path) as waiting, TaskQueue(db_path) as other:
+        task_id = waiting.enqueue("a", "t")
+        waiting.storage.change_feed = _DeafFeed  # type: ignore[method-assign]
+        finisher = threading.Timer(
+            0.3, lambda: other.complete_task(other.dequeue(), {"done": True})
+        )
+        finisher.start()
+        try:
+            # Read again at least every RECHECK_EVERY (1 s), whatever the feed says.
+            assert waiting.result(task_id, timeout=10) == {"done": True}
+        finally:
+            finisher.join(10)

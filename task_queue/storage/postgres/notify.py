@@ -397,9 +397,18 @@ class Notifier:
                 LOGGER.debug("task_queue: a trailing NOTIFY failed: %s", exc)
 
     def close(self) -> None:
+        """Stop; a trailing NOTIFY still owed is sent now, not dropped: a
+        process that completes its last tasks and closes within the debounce
+        interval otherwise left other processes' waiters to their polling."""
         with self._lock:
             self._closed = True
+            owed, self._pending = self._pending, False
             timer = self._timer
         self._wake.set()
         if timer is not None:
             timer.join(timeout=2.0)
+        if owed:
+            try:
+                self._send()
+            except Exception as exc:  # closing anyway; others poll
+                LOGGER.debug("task_queue: the last NOTIFY failed: %s", exc)

@@ -201,6 +201,22 @@ def test_notify_is_debounced_first_at_once_then_one_trailing() -> None:
         notifier.close()
 
 
+def test_closing_sends_the_trailing_notify_still_owed() -> None:
+    # A process that completed its last tasks and closed within the debounce
+    # interval dropped that NOTIFY: other processes' waiters never heard of
+    # those completions (CI: 11 of 500 waiters timed out).
+    sent: list[str] = []
+    notifier = Notifier(lambda: sent.append("notify"), interval=60.0)
+    assert notifier.now_or_later() is True  # the first: the caller sends it
+    assert notifier.now_or_later() is False  # owed, 60 s from now
+    notifier.close()
+    assert sent == ["notify"]
+    quiet = Notifier(lambda: sent.append("again"), interval=60.0)
+    assert quiet.now_or_later() is True
+    quiet.close()
+    assert sent == ["notify"], "nothing owed: nothing sent at close"
+
+
 def test_many_writes_send_few_notifications(schema: str) -> None:
     storage = PostgresStorage(pg_dsn(), schema=schema)
     other = PostgresStorage(pg_dsn(), schema=schema)
