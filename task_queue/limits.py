@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from collections.abc import Iterable, Mapping
 
 from .checks import is_positive
 
@@ -66,6 +67,12 @@ class RateLimit:
         count, times, unit = match.groups()
         return cls(float(count), (float(times) if times else 1.0) * _PER[unit])
 
+    def tokens(self, stored: float, updated_at: float, now: float) -> float:
+        """What a bucket holding ``stored`` tokens at ``updated_at`` holds at
+        ``now``: refilled at :attr:`rate`, never past :attr:`capacity`, and
+        never emptied by a clock that reads earlier than the stamp."""
+        return min(self.capacity, stored + max(0.0, now - updated_at) * self.rate)
+
     def __str__(self) -> str:
         text = f"{self.count:g}/{self.per:g}s"
         return text if self.burst is None else f"{text} (burst {self.burst:g})"
@@ -83,3 +90,21 @@ class Limits:
         c = self.concurrency
         if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
             raise ValueError(f"concurrency_limit must be an int >= 1, got {c!r}")
+
+
+def within_concurrency(
+    candidates: Iterable[tuple[int, str]], running: Mapping[str, int], limit: int, room: int
+) -> list[int]:
+    """The ids among due ``candidates`` (id, concurrency key; '' for none),
+    in their order, that a claim may take: at most ``room`` of them, and no
+    key past ``limit`` running counting those already ``running``. One
+    rule for every backend's claim."""
+    counts = dict(running)
+    ids: list[int] = []
+    for task_id, key in candidates:
+        if counts.get(key, 0) < limit:
+            counts[key] = counts.get(key, 0) + 1
+            ids.append(task_id)
+            if len(ids) >= room:
+                break
+    return ids

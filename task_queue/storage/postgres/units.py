@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...errors import DuplicateTaskError, TaskNotFoundError
-from ...limits import Limits
+from ...limits import Limits, within_concurrency
 from ...task import Claim
 from ..base import Completion, FailureRecord, NewTask, Owner, Rescue, ScheduleRow
 from ..rows import dependency_state, insert_params
@@ -224,11 +224,10 @@ def _claim_limited(
 ) -> list[Any]:
     tokens = math.inf
     if limits.rate is not None:
-        capacity, rate = limits.rate.capacity, limits.rate.rate
         stored, updated_at = tx.one(
-            "rate_bucket", {"task_type": task_type, "capacity": capacity, "now": now}
+            "rate_bucket", {"task_type": task_type, "capacity": limits.rate.capacity, "now": now}
         )
-        tokens = min(capacity, stored + max(0.0, now - updated_at) * rate)
+        tokens = limits.rate.tokens(stored, updated_at, now)
         room = min(room, int(tokens))
     if room < 1:
         return []
@@ -241,13 +240,7 @@ def _claim_limited(
         ids = [task_id for task_id, _ in candidates]
     else:
         running = {k: int(n) for k, n in tx.rows("running_per_key", {"task_type": task_type})}
-        ids = []
-        for task_id, key in candidates:
-            if running.get(key, 0) < limits.concurrency:
-                running[key] = running.get(key, 0) + 1
-                ids.append(task_id)
-                if len(ids) >= room:
-                    break
+        ids = within_concurrency(candidates, running, limits.concurrency, room)
     if not ids:
         return []
     rows = tx.rows("claim_ids", {**params, "ids": ids})

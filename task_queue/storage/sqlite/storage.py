@@ -18,7 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from ...checks import is_non_negative
 from ...errors import DuplicateTaskError, QueueClosedError, TaskNotFoundError
-from ...limits import Limits
+from ...limits import Limits, within_concurrency
 from ...task import AttemptRecord, Claim, ScheduleInfo, SearchedTasks, Task, WorkerInfo
 from ..base import (
     FINISHED,
@@ -160,12 +160,10 @@ def _claim_limited(
     tokens = math.inf
     if limits.rate is not None:
         bucket = conn.execute(Q["rate_bucket"], {"task_type": task_type}).fetchone()
-        capacity, rate = limits.rate.capacity, limits.rate.rate
         if bucket is None:
-            tokens = capacity
+            tokens = limits.rate.capacity
         else:
-            stored, updated_at = bucket
-            tokens = min(capacity, stored + max(0.0, now - updated_at) * rate)
+            tokens = limits.rate.tokens(bucket[0], bucket[1], now)
         room = min(room, int(tokens))
     if room < 1:
         return []
@@ -176,13 +174,7 @@ def _claim_limited(
         ids = [task_id for task_id, _ in candidates]
     else:
         running = dict(conn.execute(Q["running_per_key"], {"task_type": task_type}).fetchall())
-        ids = []
-        for task_id, key in candidates:
-            if running.get(key, 0) < limits.concurrency:
-                running[key] = running.get(key, 0) + 1
-                ids.append(task_id)
-                if len(ids) >= room:
-                    break
+        ids = within_concurrency(candidates, running, limits.concurrency, room)
     if not ids:
         return []
     rows = conn.execute(Q["claim_ids"], {**params, "ids": json.dumps(ids)}).fetchall()
