@@ -198,6 +198,10 @@ class TaskQueue:
         for hook in hooks:
             self.hooks.add(hook)
         self._rescuer = Rescuer(self)
+        # Bumped by pause(): this process's Workers compare it to give back
+        # what they prefetched from a queue paused here (other processes'
+        # pauses reach them through the change feed).
+        self._pauses_made = 0
         self._init_process_state()
 
     def _init_process_state(self) -> None:
@@ -1005,6 +1009,7 @@ class TaskQueue:
         check_queue_name(queue_name)
         self._check_fork()
         self.storage.pause(queue_name, self.clock.time())
+        self._pauses_made += 1
         self._listeners.notify()  # in-process Workers drop what they prefetched from it
 
     def resume(self, queue_name: str) -> bool:

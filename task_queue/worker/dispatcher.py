@@ -95,12 +95,16 @@ class Dispatcher:
         # poll below stays as the fallback.
         on_change = getattr(self._feed, "on_change", None)
         if on_change is not None:
-            on_change(self.hint)
+            on_change(self._changed_elsewhere)
         self._jumps = JumpDetector(queue.clock)
         self._maybe_more = True
-        # Something changed (here or in another process): a queue may have
-        # been paused, and prefetched tasks of it are given back.
+        # Another process committed, or this process paused a queue: a
+        # queue may have been paused, and prefetched tasks of it are given
+        # back. Not on every in-process hint: completions hint too (they may
+        # release dependents), and reading the paused queues after each
+        # completion batch took the drain a read transaction per batch.
         self._hinted = False
+        self._seen_pauses = queue._pauses_made
         now = self._monotonic()
         self._heartbeat_every = options.heartbeat(queue.lease_seconds)
         self._next_heartbeat = now + self._heartbeat_every
@@ -113,11 +117,15 @@ class Dispatcher:
 
     # -- signals from other threads -------------------------------------------
     def hint(self) -> None:
-        """There may be tasks to claim (an enqueue, a retry, a rescue), or a
-        queue was paused."""
+        """There may be tasks to claim (an enqueue, a retry, a completion
+        that released dependents, a rescue), or this process paused a queue."""
         self._maybe_more = True
-        self._hinted = True
         self._wake.set()
+
+    def _changed_elsewhere(self) -> None:
+        """A push feed (PostgreSQL's LISTEN) saw another process commit."""
+        self._hinted = True
+        self.hint()
 
     def wake(self) -> None:
         """Run a step now (room for more tasks, or stopping)."""
@@ -189,6 +197,10 @@ class Dispatcher:
                 self._maybe_more = True
                 self._hinted = True
             self._next_poll = now + self._options.poll_interval
+        pauses = self._queue._pauses_made
+        if pauses != self._seen_pauses:
+            self._seen_pauses = pauses
+            self._hinted = True
         if self._hinted:
             self._hinted = False
             if self._ledger.buffered:

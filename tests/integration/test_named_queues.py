@@ -187,6 +187,28 @@ def test_pausing_lets_running_tasks_finish_and_gives_back_prefetched_ones(
         wait_until(lambda: queue.get_queue_stats("q")["completed"] == 6)
 
 
+def test_a_draining_worker_does_not_read_the_paused_queues_after_each_completion(
+    queue: TaskQueue,
+) -> None:
+    """Completions wake the Worker (they may release dependents), but only a
+    pause here or another process's commit can pause a queue: reading the
+    paused queues after every completion batch cost the drain a read
+    transaction per batch (a regression once completions woke the Worker)."""
+    reads: list[int] = []
+    real_paused = queue.paused
+
+    def paused() -> frozenset[str]:
+        reads.append(1)
+        return real_paused()
+
+    queue.paused = paused  # type: ignore[method-assign]
+    queue.enqueue_many([{"name": f"t{i}", "task_type": "t"} for i in range(3000)])
+    with Worker(queue, {"t": lambda payload: None}, concurrency=2, prefetch=20):
+        wait_until(lambda: queue.get_queue_stats()["completed"] == 3000, timeout=60)
+    # At most the first look at the change feed (it starts "changed").
+    assert len(reads) <= 2, f"{len(reads)} reads of the paused queues"
+
+
 def test_task_queue_name_is_part_of_the_task_record(queue: TaskQueue) -> None:
     task_id = queue.enqueue("a", "t", queue_name="x")
     task = queue.get_task(task_id)
