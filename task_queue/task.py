@@ -9,7 +9,7 @@ runs unchanged.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import Enum, IntEnum
 from typing import Any, NamedTuple
 
@@ -147,6 +147,7 @@ class Task:
     claim: Claim = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # task_from_values() does the same: keep the two alike.
         object.__setattr__(self, "claim", Claim(self.id, self.claim_token or 0))
 
     # Read-only mapping access: task["id"], task.get("name"), dict(task).
@@ -176,6 +177,23 @@ class Task:
 
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Task) if f.init)
+
+# A frozen dataclass's __init__ sets each of its 31 fields with a call of
+# object.__setattr__ by keyword: on the claim path, once per claimed task,
+# that was a fifth of the dispatcher's cost per task. The slots' own setters,
+# called in a loop, make the same Task in half the time.
+_SETTERS = tuple(Task.__dict__[name].__set__ for name in _FIELD_NAMES)
+_SET_CLAIM = Task.__dict__["claim"].__set__
+
+
+def task_from_values(values: Sequence[Any]) -> Task:
+    """The Task whose fields, in declaration order (:meth:`Task.keys`), are
+    ``values``; for rows the storage read (``Task(...)`` is the same, slower)."""
+    task: Task = object.__new__(Task)
+    for set_field, value in zip(_SETTERS, values, strict=True):
+        set_field(task, value)
+    _SET_CLAIM(task, Claim(task.id, task.claim_token or 0))
+    return task
 
 
 class SearchedTasks(NamedTuple):

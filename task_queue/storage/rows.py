@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import TaskNotFoundError
 from ..payload import decode
-from ..task import Task, TaskPriority, TaskStatus
+from ..task import Task, TaskPriority, TaskStatus, task_from_values
 
 if TYPE_CHECKING:
     from .base import ClaimRequest, NewTask
@@ -40,19 +40,15 @@ def task_from_row(row: Sequence[Any]) -> Task:
      run_at, lease_expires_at, claim_token, timeout, unique_key, error_traceback, owner_host,
      owner_pid, queue_name, progress, depends_on, waiting_on, _has_dependents, first_started_at,
      meta, concurrency_key) = row  # fmt: skip
-    return Task(
-        id=id_, name=name, task_type=task_type, payload=decode(payload),
-        priority=_PRIORITY.get(priority, priority), status=_STATUS[status], worker_id=worker_id,
-        created_at=created_at, scheduled_at=scheduled_at, started_at=started_at,
-        completed_at=completed_at, max_retries=max_retries, retry_count=retry_count,
-        error_message=error_message, result=decode(result), attempts=attempts,
-        run_at=run_at, lease_expires_at=lease_expires_at, claim_token=claim_token,
-        timeout=timeout, unique_key=unique_key, error_traceback=error_traceback,
-        owner_host=owner_host, owner_pid=owner_pid, queue_name=queue_name,
-        progress=decode(progress), depends_on=tuple(decode(depends_on) or ()),
-        waiting_on=waiting_on, first_started_at=first_started_at, meta=decode(meta),
-        concurrency_key=concurrency_key,
-    )  # fmt: skip
+    # Task's fields in their order (task_from_values).
+    return task_from_values((
+        id_, name, task_type, decode(payload), _PRIORITY.get(priority, priority),
+        _STATUS[status], worker_id, created_at, scheduled_at, started_at, completed_at,
+        max_retries, retry_count, error_message, decode(result), attempts, run_at,
+        lease_expires_at, claim_token, timeout, unique_key, error_traceback, owner_host,
+        owner_pid, queue_name, decode(progress), tuple(decode(depends_on) or ()), waiting_on,
+        first_started_at, decode(meta), concurrency_key,
+    ))  # fmt: skip
 
 
 #: What the claim returns of each row it takes: the rest of a claimed
@@ -80,18 +76,16 @@ def claimed_from_row(
     (id_, name, task_type, payload, priority, created_at, scheduled_at, max_retries,
      retry_count, error_message, attempts, run_at, timeout, unique_key, error_traceback,
      queue_name, depends_on, first_started_at, meta, concurrency_key) = row  # fmt: skip
-    return Task(
-        id=id_, name=name, task_type=task_type, payload=decode(payload),
-        priority=_PRIORITY.get(priority, priority), status=TaskStatus.RUNNING,
-        worker_id=worker_id, created_at=created_at, scheduled_at=scheduled_at, started_at=now,
-        completed_at=None, max_retries=max_retries, retry_count=retry_count,
-        error_message=error_message, result=None, attempts=attempts, run_at=run_at,
-        lease_expires_at=lease_expires_at, claim_token=token, timeout=timeout,
-        unique_key=unique_key, error_traceback=error_traceback, owner_host=owner_host,
-        owner_pid=owner_pid, queue_name=queue_name,
-        depends_on=tuple(decode(depends_on) or ()) if depends_on else (),
-        first_started_at=first_started_at, meta=decode(meta), concurrency_key=concurrency_key,
-    )  # fmt: skip
+    # Task's fields in their order (task_from_values): running under this
+    # claim, no result or progress yet, nothing left to wait for.
+    return task_from_values((
+        id_, name, task_type, decode(payload), _PRIORITY.get(priority, priority),
+        TaskStatus.RUNNING, worker_id, created_at, scheduled_at, now, None, max_retries,
+        retry_count, error_message, None, attempts, run_at, lease_expires_at, token, timeout,
+        unique_key, error_traceback, owner_host, owner_pid, queue_name, None,
+        tuple(decode(depends_on) or ()) if depends_on else (), 0, first_started_at,
+        decode(meta), concurrency_key,
+    ))  # fmt: skip
 
 
 def claim_order(tasks: list[Task]) -> list[Task]:
