@@ -135,9 +135,12 @@ class Executors:
         """The handler is about to run: emit ``started``; the start time."""
         task = attempt.task
         started = self._monotonic()
-        LOGGER.debug(
-            "%s: task %d (%r) started", self._name, task.id, task.name, extra=task_fields(task)
-        )
+        # Per task: the level is checked before the fields are built.
+        if LOGGER.isEnabledFor(logging.DEBUG):
+            LOGGER.debug(
+                "%s: task %d (%r) started", self._name, task.id, task.name,
+                extra=task_fields(task),
+            )  # fmt: skip
         hooks = self._queue.hooks
         if hooks and not attempt.ctx.cancelled:
             hooks.emit(
@@ -202,10 +205,11 @@ class Executors:
             except BaseException as exc:  # PayloadError, or whatever a hostile result raises
                 error = exc
         if error is None:
-            LOGGER.info(
-                "%s: task %d (%r) completed in %.3fs", self._name, task.id, task.name, elapsed,
-                extra=task_fields(task, duration=elapsed),
-            )  # fmt: skip
+            if LOGGER.isEnabledFor(logging.INFO):
+                LOGGER.info(
+                    "%s: task %d (%r) completed in %.3fs", self._name, task.id, task.name,
+                    elapsed, extra=task_fields(task, duration=elapsed),
+                )  # fmt: skip
             self._recorder.add(Outcome(task, encoded, duration=elapsed))
             self.counters.processed += 1
             return
