@@ -27,6 +27,8 @@ def is_non_negative(value: object) -> bool:
 def check_text(what: str, value: str) -> None:
     """SQLite stores UTF-8: a lone surrogate would fail deep in the driver
     with a UnicodeEncodeError; say what is wrong instead."""
+    if value.isascii():
+        return  # no surrogate possible (and no copy made to find out)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -35,6 +37,8 @@ def check_text(what: str, value: str) -> None:
 
 def check_queue_name(queue_name: object) -> str:
     """A queue name: 1 to 100 ASCII letters, digits and ``-_.:``."""
+    if type(queue_name) is str and queue_name == "default":
+        return queue_name  # nearly every task's
     if not isinstance(queue_name, str) or not _QUEUE_NAME.fullmatch(queue_name):
         raise ValueError(
             f"a queue name is 1 to 100 characters of letters, digits and -_.: got {queue_name!r}"

@@ -30,10 +30,37 @@ _MAX_INT_BITS = 13_000
 
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
+
+def _encoder() -> Callable[[Any], str]:
+    """_ENCODER.encode, or the same output for less: JSONEncoder.encode
+    builds its C encoder anew at every call (three Python calls and an
+    object per payload); this one is built once. It keeps no markers for
+    circular references: _check, which runs first, refuses any nesting
+    deeper than MAX_DEPTH, a cycle included."""
+    try:
+        from _json import make_encoder
+    except ImportError:  # pragma: no cover - an interpreter without the C accelerator
+        return _ENCODER.encode
+    encode_once = make_encoder(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False,
+        False,
+    )  # fmt: skip
+
+    def dumps(value: Any) -> str:
+        return "".join(encode_once(value, 0))
+
+    return dumps
+
+
+_dumps = _encoder()
+
 T = TypeVar("T")
 
 # Exact types that need no look inside (not int: it has a size limit).
 _PLAIN = frozenset({str, bool, type(None)})
+
+# Plain ints inside this range are far below the size limit.
+_SMALL_INT = 2**62
 
 
 def encode(value: Any, *, what: str = "payload", max_bytes: int = DEFAULT_MAX_BYTES) -> str | None:
@@ -51,7 +78,7 @@ def encode(value: Any, *, what: str = "payload", max_bytes: int = DEFAULT_MAX_BY
     except Exception as exc:  # a hostile __eq__, items(), __iter__...
         raise PayloadError(f"{what} could not be inspected: {_describe_error(exc)}") from exc
     try:
-        text = _deep_enough(_ENCODER.encode, value)
+        text = _deep_enough(_dumps, value)
     except RecursionError as exc:
         raise PayloadError(
             f"{what} is nested too deeply to encode under this interpreter's recursion limit "
@@ -165,8 +192,10 @@ def _check(value: Any, what: str) -> None:
                         f"{what} has a non-string key {_describe(key)}; "
                         "JSON would silently turn it into a string"
                     )
-                if type(item) not in _PLAIN:
-                    stack.append((item, depth + 1))
+                kind = type(item)
+                if kind in _PLAIN or (kind is int and -_SMALL_INT < item < _SMALL_INT):
+                    continue  # nothing to look at (the common case: no push, no pop)
+                stack.append((item, depth + 1))
             continue
         if isinstance(value, list):
             stack.extend((item, depth + 1) for item in value if type(item) not in _PLAIN)

@@ -134,6 +134,9 @@ class TaskSpec:
     def encode(self, now: float, max_payload_bytes: int = DEFAULT_MAX_BYTES) -> NewTask:
         """The row to insert, due times resolved against ``now``."""
         run_at, scheduled = _due_time(now, self.scheduled_at, self.delay)
+        deps = self.depends_on
+        ids = tuple(d for d in deps if isinstance(d, int)) if deps else ()
+        refs = tuple(d.index for d in deps if isinstance(d, BatchRef)) if deps else ()
         return NewTask(
             name=self.name,
             task_type=self.task_type,
@@ -145,8 +148,8 @@ class TaskSpec:
             timeout=None if self.timeout is None else float(self.timeout),
             unique_key=self.unique_key,
             queue_name=self.queue_name,
-            depends_on=tuple(d for d in self.depends_on if isinstance(d, int)),
-            depends_on_batch=tuple(d.index for d in self.depends_on if isinstance(d, BatchRef)),
+            depends_on=ids,
+            depends_on_batch=refs,
             meta=None if self.meta is None else encode(dict(self.meta), what="meta"),
             concurrency_key=self.concurrency_key,
         )
@@ -156,6 +159,8 @@ _FIELDS = frozenset(f.name for f in dataclasses.fields(TaskSpec))
 
 
 def _dependencies(depends_on: object) -> tuple[int | BatchRef, ...]:
+    if depends_on == () and type(depends_on) is tuple:
+        return ()  # nearly every task's
     if isinstance(depends_on, (str, bytes)) or not isinstance(depends_on, Iterable):
         raise TypeError(f"depends_on must be a list of task ids, got {depends_on!r}")
     found: list[int | BatchRef] = []
@@ -185,6 +190,8 @@ def parse_priority(value: object) -> TaskPriority | int:
     """A priority from a TaskPriority, its name (any case), or an int from
     -100 to 100; the named levels' ints come back as their TaskPriority.
     ValueError for anything else (bools, floats, out of range)."""
+    if type(value) is TaskPriority:
+        return value
     if isinstance(value, bool):
         raise ValueError(f"unknown priority {value!r}; {_EXPECTED}")
     if isinstance(value, str):

@@ -1,5 +1,7 @@
-"""payload.decode() reads JSON text exactly as json.loads does (it takes a
-shortcut for text that is one value with nothing around it)."""
+"""payload's JSON shortcuts do what the json module does: decode() reads
+text exactly as json.loads (it takes a shortcut for text that is one value
+with nothing around it), and encode() writes exactly what a JSONEncoder
+with our settings writes (its C encoder is built once)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from task_queue.payload import decode
+from task_queue import PayloadError
+from task_queue.payload import _ENCODER, decode, encode
 
 _values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -48,3 +51,12 @@ def test_null_is_none_and_trailing_garbage_is_refused() -> None:
     assert decode(None) is None
     for text in ['{"a":1} x', "[1] [2]", "", "nul", '"open']:
         _same(text)
+
+
+@given(_values)
+def test_encode_writes_what_the_json_encoder_writes(value: Any) -> None:
+    try:
+        ours = encode(value)
+    except PayloadError:
+        return  # refused before any encoding (an infinity), as before
+    assert ours == (None if value is None else _ENCODER.encode(value))
