@@ -2,12 +2,14 @@
 
     .venv/bin/python benchmarks/cost_breakdown.py [--sync NORMAL] [--seconds 1]
 
-Plain sqlite3 on a copy of our schema with one piece removed at a time
-(count triggers, the status index, all secondary indexes, RETURNING,
-AUTOINCREMENT), inserting (a) one row per commit and (b) 1,000 rows per
-transaction; then the cost of one round trip through the storage engine
-thread with a unit that does nothing. Evidence for the proposals in
-benchmarks/README.md, not a target.
+Plain sqlite3 on a copy of our schema with one piece removed or changed at
+a time (the count triggers, the scheduled-task index, all secondary
+indexes, AUTOINCREMENT, RETURNING; 1 KiB pages instead of 4 KiB), inserting
+(a) one row per commit and (b) 1,000 rows per transaction, next to a table
+shaped like huey's (what its enqueue writes); then the cost of one round
+trip through the storage engine thread with a unit that does nothing, and
+of validating and encoding one task. Evidence for benchmarks/README.md, not
+a target.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import scenarios as S
 
+from task_queue.spec import TaskSpec
+
 
 def rate(fn: Callable[[int], int], seconds: float) -> float:
     n = 0
@@ -37,6 +41,13 @@ def rate(fn: Callable[[int], int], seconds: float) -> float:
 
 
 def variant_db(path: str, sync: str, variant: str) -> sqlite3.Connection:
+    if variant == "1 KiB pages":
+        # The page size is fixed when the first table is made.
+        made = sqlite3.connect(path)
+        made.execute("PRAGMA page_size = 1024")
+        made.execute("CREATE TABLE first (x)")
+        made.execute("DROP TABLE first")
+        made.close()
     conn = S.floor_connection(path, sync)
     ddl = conn.execute(
         "SELECT type, name, sql FROM sqlite_master WHERE tbl_name = 'tasks'"
@@ -45,8 +56,8 @@ def variant_db(path: str, sync: str, variant: str) -> sqlite3.Connection:
     drop: list[tuple[str, str]] = []
     if variant == "no count triggers":
         drop = [(k, n) for k, n, _ in ddl if k == "trigger"]
-    elif variant == "no status index":
-        drop = [(k, n) for k, n, _ in ddl if n == "idx_tasks_status"]
+    elif variant == "no scheduled-task index":
+        drop = [(k, n) for k, n, _ in ddl if n == "idx_tasks_scheduled"]
     elif variant == "no secondary indexes":
         drop = [(k, n) for k, n, _ in ddl if k == "index"]
     elif variant == "bare table":
@@ -70,9 +81,10 @@ def insert_rates(sync: str, seconds: float, d: str) -> list[dict[str, Any]]:
     plain = sql.replace("RETURNING id", "").rstrip().rstrip(";")
     rows = []
     variants = [
-        "as is", "no count triggers", "no status index", "no secondary indexes",
-        "bare table", "no AUTOINCREMENT", "no RETURNING (executemany)",
+        "as is", "no count triggers", "no scheduled-task index", "no secondary indexes",
+        "bare table", "no AUTOINCREMENT", "1 KiB pages", "no RETURNING (executemany)",
     ]  # fmt: skip
+    rows.append(huey_like(sync, seconds, d))
     for i, variant in enumerate(variants):
         path = os.path.join(d, f"v{i}.db")
         conn = variant_db(path, sync, variant)
@@ -103,6 +115,30 @@ def insert_rates(sync: str, seconds: float, d: str) -> list[dict[str, Any]]:
     return rows
 
 
+def huey_like(sync: str, seconds: float, d: str) -> dict[str, Any]:
+    """huey's SqliteStorage table and index, one 80-byte message per commit."""
+    conn = sqlite3.connect(os.path.join(d, "huey.db"), isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {sync}")
+    conn.execute(
+        "CREATE TABLE task (id INTEGER NOT NULL PRIMARY KEY, queue TEXT NOT NULL,"
+        " data BLOB NOT NULL, priority REAL NOT NULL DEFAULT 0.0)"
+    )
+    conn.execute("CREATE INDEX task_priority_id ON task (priority DESC, id ASC)")
+    insert = "INSERT INTO task (queue, data, priority) VALUES (?, ?, ?)"
+
+    def one(n: int) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(insert, ("bench", b"x" * 80, 0.0))
+        conn.execute("COMMIT")
+        return 1
+
+    r1 = rate(one, seconds)
+    conn.close()
+    print(f"  {'huey-shaped table':<28} one/commit {r1:>9,.0f}/s", flush=True)
+    return {"variant": "huey-shaped table", "one_per_commit": r1, "batch_1000": None}
+
+
 def round_trip(sync: str, d: str, calls: int = 3000) -> dict[str, float]:
     """One request through the engine thread and back, doing nothing."""
     q = S.open_ours(os.path.join(d, "rt.db"), sync)
@@ -119,7 +155,7 @@ def round_trip(sync: str, d: str, calls: int = 3000) -> dict[str, float]:
     prep = []
     for i in range(calls):
         t0 = time.perf_counter()
-        q._new_task(time.time(), name=f"task {i}", task_type="noop", payload={"i": i})
+        TaskSpec(f"task {i}", "noop", {"i": i}).encode(time.time())
         prep.append(time.perf_counter() - t0)
     q.close()
     return {
