@@ -26,17 +26,13 @@ import sys
 import tempfile
 from collections import defaultdict
 
+from run import FULL_PARAMS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-#: The scenarios' sizes, as run.py's full mode.
-PARAMS = {
-    "B1": {"seconds": 2.0},
-    "B2": {"seconds": 2.0},
-    "B3": {"seconds": 2.0},
-    "B4": {"n": 20_000},
-    "B5": {"samples": 100},
-}
+#: The scenarios' sizes: run.py's full mode, for the scenarios with one figure.
+PARAMS = {name: FULL_PARAMS[name] for name in ("B1", "B2", "B3", "B4", "B5")}
 
 # Sets the switch interval of a run that asks for one (TREE@SECONDS):
 # Python imports sitecustomize from PYTHONPATH at start-up.
