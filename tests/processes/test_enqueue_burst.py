@@ -6,7 +6,10 @@ enqueue numbered single tasks and batches (enqueue_many), each with unique
 keys, and record every acknowledgement durably once enqueue returned. They
 are killed at random moments and restarted; a restarted producer retries the
 first item it has no acknowledgement for, which may or may not have been
-committed before the kill. Then: no
+committed before the kill. The test hands each process its work a few items at
+a time (a budget file), the one it is about to kill with room to spare, so the
+others cannot finish before the kills are made however the machine's load
+falls; once they are, every process gets the rest. Then: no
 acknowledged task is lost, no unique key has two rows, and a batch is never
 seen partly written (checked after every kill, not only at the end, since a
 retry would fill a half-written batch up and hide it).
@@ -31,9 +34,14 @@ pytestmark = pytest.mark.slow
 PROCESSES = 3
 THREADS = 2  # producer threads per process, each with its own series ("slot")
 SLOTS = PROCESSES * THREADS
-ITEMS = 200  # per slot; every third item is a batch (room for MIN_KILLS under load)
+ITEMS = 200  # per slot; every third item is a batch
 BATCH = 5
 MIN_KILLS = 10
+# Items per slot a process may run ahead: the victim is still enqueueing, not
+# waiting for budget, when it is killed. A grant is at most HEADROOM past the
+# last one (no slot can be beyond its budget), so MIN_KILLS kills leave every
+# process short of ITEMS: (MIN_KILLS + 1) * HEADROOM < ITEMS.
+HEADROOM = 12
 
 
 def read_acks(ack_dir: Path, slot: int) -> tuple[dict[int, list[int]], bool]:
@@ -75,6 +83,7 @@ def assert_batches_whole(db_path: str) -> set[str]:
 
 
 def test_sigkill_during_enqueue_burst(procs: Procs, tmp_path: Path, db_path: str) -> None:
+    assert (MIN_KILLS + 1) * HEADROOM < ITEMS
     seed = int(os.environ.get("FAULT_SEED", time.time_ns() % 2**32))
     print(f"FAULT_SEED={seed}")
     rng = random.Random(seed)
@@ -82,10 +91,24 @@ def test_sigkill_during_enqueue_burst(procs: Procs, tmp_path: Path, db_path: str
     ack_dir = tmp_path / "acks"
     ack_dir.mkdir()
 
+    def budget_file(proc: int) -> Path:
+        return ack_dir / f"budget-{proc}"
+
+    def grant(proc: int, items: int) -> None:
+        tmp = budget_file(proc).with_suffix(".tmp")
+        tmp.write_text(str(min(items, ITEMS)))
+        tmp.replace(budget_file(proc))  # readers see the old number or the new one
+
     def start(proc: int) -> subprocess.Popen[bytes]:
         slots = [proc * THREADS + t for t in range(THREADS)]
         return procs.start(
-            "producer", db=db_path, ack_dir=str(ack_dir), slots=slots, count=ITEMS, batch=BATCH
+            "producer",
+            db=db_path,
+            ack_dir=str(ack_dir),
+            slots=slots,
+            count=ITEMS,
+            batch=BATCH,
+            budget_file=str(budget_file(proc)),
         )
 
     def slots_of(proc: int) -> range:
@@ -97,21 +120,22 @@ def test_sigkill_during_enqueue_burst(procs: Procs, tmp_path: Path, db_path: str
     def finished(proc: int) -> bool:
         return all(read_acks(ack_dir, s)[1] for s in slots_of(proc))
 
-    live = {proc: start(proc) for proc in range(PROCESSES)}
+    def next_items(proc: int) -> int:
+        return max(max(read_acks(ack_dir, s)[0], default=-1) + 1 for s in slots_of(proc))
+
+    for n in range(PROCESSES):
+        grant(n, HEADROOM)
+    live = {n: start(n) for n in range(PROCESSES)}
     kills = ambiguous = 0
-    while True:
+    while kills < MIN_KILLS:
         running = [p for p in live if not finished(p)]
-        if not running:
-            break
-        if kills >= MIN_KILLS:
-            for p in running:
-                assert live[p].wait(timeout=120) == 0, procs.output(live[p])
-            continue
+        assert running, f"every producer finished after {kills} kills"
         crashed = [p for p in running if live[p].poll() is not None]
         assert not crashed, procs.dump()
         victim = rng.choice(running)
         before = acked_count(victim)
         step = rng.randint(1, 5)
+        grant(victim, next_items(victim) + HEADROOM)
 
         def progressed(victim: int = victim, before: int = before, step: int = step) -> bool:
             return finished(victim) or acked_count(victim) >= before + step
@@ -130,6 +154,8 @@ def test_sigkill_during_enqueue_burst(procs: Procs, tmp_path: Path, db_path: str
                 ambiguous += 1
         live[victim] = start(victim)
 
+    for n in range(PROCESSES):
+        grant(n, ITEMS)
     for proc in live.values():
         assert proc.wait(timeout=60) == 0, procs.output(proc)
 

@@ -20,7 +20,9 @@ Roles and their side channels (files the test reads, also after a SIGKILL):
   and batches with unique keys, appending ``A <index> <id,id,...>`` to
   ``<ack_dir>/acks-<slot>`` (fsync'd) once each enqueue returned, ``D`` when
   finished. Restarted after a kill, each resumes at the first index it has no
-  ack for: the retry of an enqueue whose outcome it never learned.
+  ack for: the retry of an enqueue whose outcome it never learned. Given a
+  ``budget_file``, it starts an item only while its index is below the number
+  in that file, which the test raises.
 * ``contention``: threads that enqueue (some with unique keys shared by all
   processes) and work one file while a Worker works it too, for a fixed
   time; writes a JSON report of its executions and of every exception that
@@ -186,16 +188,29 @@ def worker(
     logging.getLogger("procs_faults").info("worker %d exits", pid)
 
 
-def producer(db: str, ack_dir: str, slots: list[int], count: int, batch: int = 5) -> None:
+def producer(
+    db: str,
+    ack_dir: str,
+    slots: list[int],
+    count: int,
+    batch: int = 5,
+    budget_file: str | None = None,
+) -> None:
     """One thread per slot, all on one TaskQueue (so their writes share group
     commits): each enqueues items 0..count-1 of its slot, every third item a
-    batch."""
+    batch.
+
+    With ``budget_file``, a slot's thread starts item ``index`` only once the
+    integer in that file exceeds ``index``: the parent hands out work, so the
+    processes it is not about to kill cannot run out of items before it has
+    made its kills (on a loaded machine they did)."""
     from task_queue import TaskQueue
 
     _setup_logging("WARNING")
+    budget = _Budget(budget_file)
     with TaskQueue(db) as queue:
         threads = [
-            threading.Thread(target=_produce, args=(queue, ack_dir, slot, count, batch))
+            threading.Thread(target=_produce, args=(queue, ack_dir, slot, count, batch, budget))
             for slot in slots
         ]
         for t in threads:
@@ -204,7 +219,31 @@ def producer(db: str, ack_dir: str, slots: list[int], count: int, batch: int = 5
             t.join()
 
 
-def _produce(queue: Any, ack_dir: str, slot: int, count: int, batch: int) -> None:
+class _Budget:
+    """How many items per slot the parent allows so far (it only grows)."""
+
+    DEADLINE = 120.0  # a parent that stops handing out work has failed
+
+    def __init__(self, path: str | None) -> None:
+        self._path = path
+        self._known = 0
+
+    def wait_for(self, index: int) -> None:
+        if self._path is None:
+            return
+        deadline = time.monotonic() + self.DEADLINE
+        while index >= self._known:
+            # The parent writes the file before starting us and replaces it
+            # atomically: a read sees a whole number.
+            self._known = max(self._known, int(Path(self._path).read_text()))
+            if index < self._known:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no budget for item {index} in {self.DEADLINE} s")
+            time.sleep(0.002)
+
+
+def _produce(queue: Any, ack_dir: str, slot: int, count: int, batch: int, budget: _Budget) -> None:
     acks_path = Path(ack_dir, f"acks-{slot}")
     start = 0
     if acks_path.exists():
@@ -215,6 +254,7 @@ def _produce(queue: Any, ack_dir: str, slot: int, count: int, batch: int) -> Non
                 start = max(start, int(line.split()[1]) + 1)
     acks = Log(acks_path)
     for index in range(start, count):
+        budget.wait_for(index)
         if index % 3 == 2:
             specs = [
                 {
