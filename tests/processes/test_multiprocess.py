@@ -45,7 +45,11 @@ def test_three_processes_run_every_task_exactly_once(
     with TaskQueue(db):
         pass  # create the file before three processes race to
     for out in outs:
-        children.append(procs.start("pool", db=db, out=str(out), expect=n, concurrency=4))
+        children.append(
+            procs.start(
+                "pool", db=db, out=str(out), expect=n, concurrency=4, peers=[str(o) for o in outs]
+            )
+        )
     for out in outs:
         wait_until(Path(f"{out}.ready").exists, timeout=60)
     # Enqueue while all three pools are waiting for work: they race for it.
