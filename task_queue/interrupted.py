@@ -73,6 +73,16 @@ def attach_task_ids(exc: BaseException, ids: Sequence[int] | None) -> None:
         _set(exc, "task_ids", [])
 
 
+def note_nothing_handed_over(exc: BaseException) -> None:
+    """``exc`` ended an enqueue before it handed anything to the storage (in
+    its checks, its encoding, a middleware before the write): an interrupt
+    then says nothing was written. Notes it carries are another call's (a
+    signal handler's enqueue inside this one's checks), not this call's."""
+    forget_notes(exc)
+    if not isinstance(exc, Exception):
+        _set(exc, "task_ids", [])
+
+
 def forget_notes(exc: BaseException) -> None:
     """Drop the notes an inner call left on ``exc`` (a signal handler's own
     enqueue, whose interrupt surfaced in an outer call): the outer call's

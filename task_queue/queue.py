@@ -42,7 +42,7 @@ from .errors import (
     TaskNotFoundError,
 )
 from .events import Event, EventKind, Hook, Hooks, Middleware
-from .interrupted import attach_task_ids
+from .interrupted import attach_task_ids, note_nothing_handed_over
 from .limits import Limits
 from .logfields import task_fields, why_not_held
 from .maintenance import Rescuer, RescueService
@@ -270,11 +270,17 @@ class TaskQueue:
 
         Nothing is written when an argument is refused.
         """
-        spec = _one_spec(
-            name, task_type, payload, priority, scheduled_at, max_retries, delay, timeout,
-            unique_key, queue_name, depends_on, concurrency_key,
-        )  # fmt: skip
-        return self._store([spec], many=False, connection=connection)[0]
+        handed = [False]  # see _store
+        try:
+            spec = _one_spec(
+                name, task_type, payload, priority, scheduled_at, max_retries, delay, timeout,
+                unique_key, queue_name, depends_on, concurrency_key,
+            )  # fmt: skip
+            return self._store([spec], many=False, connection=connection, handed=handed)[0]
+        except BaseException as exc:
+            if not handed[0]:
+                note_nothing_handed_over(exc)
+            raise
 
     def enqueue_many(
         self,
@@ -290,21 +296,39 @@ class TaskQueue:
         or a fan-in, in one call). ``connection``: insert them in the
         caller's open transaction instead, as :meth:`enqueue` does.
         """
-        specs = _many_specs(tasks)
-        return self._store(specs, many=True, connection=connection) if specs else []
+        handed = [False]  # see _store
+        try:
+            specs = _many_specs(tasks)
+            if not specs:
+                return []
+            return self._store(specs, many=True, connection=connection, handed=handed)
+        except BaseException as exc:
+            if not handed[0]:
+                note_nothing_handed_over(exc)
+            raise
 
     def _store(
         self,
         specs: Sequence[TaskSpec],
         *,
         many: bool,
-        connection: sqlite3.Connection | None = None,
+        connection: sqlite3.Connection | None,
+        handed: list[bool],
     ) -> list[int]:
+        """Store ``specs`` through the middleware; the ids.
+
+        ``handed[0]`` becomes True as the rows go to the storage: from then
+        on an interrupt is noted with what the storage did (``task_ids``);
+        before it, the public call notes that nothing was written. (Ctrl-C
+        lands between any two bytecodes, also in the checks and encoding
+        before the write; only one that lands on the call's very first
+        instruction, before its ``try``, carries nothing.)
+        """
         stored: list[int] | None = None
 
         def enqueue() -> list[int]:
             nonlocal stored
-            stored = self._store_now(specs, many=many, connection=connection)
+            stored = self._store_now(specs, many=many, connection=connection, handed=handed)
             return stored
 
         try:
@@ -320,13 +344,22 @@ class TaskQueue:
         return stored
 
     def _store_now(
-        self, specs: Sequence[TaskSpec], *, many: bool, connection: sqlite3.Connection | None
+        self,
+        specs: Sequence[TaskSpec],
+        *,
+        many: bool,
+        connection: sqlite3.Connection | None,
+        handed: list[bool],
     ) -> list[int]:
         rows, now, final = self._encode(specs, many=many)
         if connection is not None:
+            # An interrupt from here on is the application's to settle: the
+            # rows may be in its open transaction, which it rolls back.
+            handed[0] = True
             return self._store_on(connection, rows, now)
         stored: list[tuple[int, bool]] | None = None
         try:
+            handed[0] = True
             # Nothing between the call and the assignment: an interrupt
             # (Ctrl-C) either lands in the storage's wait, which then says
             # what committed, or after ``stored`` holds the ids.
