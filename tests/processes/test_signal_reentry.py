@@ -49,7 +49,14 @@ def test_a_signal_handler_that_writes_does_not_deadlock(tmp_path: Path, mixed: b
     an interrupted thread."""
     db = tmp_path / "q.db"
     report = run_scenario(
-        "signal_reentry", timeout=60, db=str(db), seconds=3.0, interval=0.002, mixed=mixed
+        "signal_reentry",
+        timeout=90,
+        db=str(db),
+        seconds=3.0,
+        interval=0.002,
+        mixed=mixed,
+        min_inline=150,
+        min_handler=75,
     )
     assert len(report["from_handler"]) > 50, "the handler hardly ran: not a test"
     assert report["inline"] > 100, "the main thread hardly ran its own statements"

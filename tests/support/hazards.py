@@ -108,13 +108,26 @@ def fork_storm(
 # -- a signal handler that enqueues ----------------------------------------------------
 
 
-def signal_reentry(db: str, seconds: float, interval: float, mixed: bool = False) -> dict[str, Any]:
+def signal_reentry(
+    db: str,
+    seconds: float,
+    interval: float,
+    mixed: bool = False,
+    min_inline: int = 0,
+    min_handler: int = 0,
+    max_seconds: float = 30.0,
+) -> dict[str, Any]:
     """The main thread enqueues in a tight loop; a SIGALRM handler, running
     in the main thread between two of its bytecodes (so also inside
     ``enqueue()``, and inside a statement the main thread runs on the
     connection itself), enqueues too. ``mixed``: the handler also does what
     the engine thread must run (a batch, a read), which must not wait for
-    the main thread it interrupted."""
+    the main thread it interrupted.
+
+    Runs ``seconds``, then on until the main thread ran ``min_inline`` of
+    its own statements and the handler made ``min_handler`` enqueues (on a
+    loaded machine 3 s were not always enough), for at most
+    ``max_seconds``."""
     q = TaskQueue(db, synchronous="NORMAL")
     from_handler: list[int] = []
     from_main: list[int] = []
@@ -132,9 +145,17 @@ def signal_reentry(db: str, seconds: float, interval: float, mixed: bool = False
 
     signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, interval, interval)
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+
+    def more() -> bool:
+        elapsed = time.monotonic() - started
+        if elapsed < seconds:
+            return True
+        enough = _inline_statements(q) >= min_inline and len(from_handler) >= min_handler
+        return not enough and elapsed < max_seconds
+
     try:
-        while time.monotonic() < deadline:
+        while more():
             if len(from_main) % 2:
                 from_main.append(q.enqueue("from main", "m"))
             else:
@@ -183,6 +204,22 @@ class _Interrupter:
             time.sleep(0.0005)
 
 
+_ENTRY_POINTS = (TaskQueue.enqueue.__code__, TaskQueue.enqueue_many.__code__)
+
+
+def _at_entry(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised at the first instruction of enqueue() or
+    enqueue_many(), before the call ran anything (nothing to note it on)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return (
+        tb is not None
+        and tb.tb_frame.f_code in _ENTRY_POINTS
+        and tb.tb_lineno == tb.tb_frame.f_code.co_firstlineno
+    )
+
+
 def _lock_elsewhere(db: str, seconds: float) -> subprocess.Popen[str]:
     locker = subprocess.Popen(
         [sys.executable, "-c", LOCKER, db, str(seconds)], stdout=subprocess.PIPE, text=True
@@ -200,6 +237,7 @@ def interrupts(
     acked: list[int] = []
     noted: list[Any] = []  # task_ids of each interrupt (MISSING when absent)
     outside = 0
+    at_entry = 0
     sig = _Interrupter()
     done = threading.Event()
 
@@ -219,7 +257,7 @@ def interrupts(
             done.set()
 
     def one_call(i: int) -> None:
-        nonlocal outside
+        nonlocal outside, at_entry
         try:
             ids = None
             try:
@@ -228,7 +266,10 @@ def interrupts(
                 else:
                     ids = q.enqueue_many([{"name": "many", "task_type": "t"}] * 3)
             except KeyboardInterrupt as exc:
-                noted.append(getattr(exc, "task_ids", MISSING))
+                if _at_entry(exc):
+                    at_entry += 1  # nothing ran yet: README, "Ctrl-C during enqueue()"
+                else:
+                    noted.append(getattr(exc, "task_ids", MISSING))
                 sig.handled += 1
                 return
             acked.extend(ids)
@@ -298,6 +339,7 @@ def interrupts(
         "acked": acked,
         "noted": noted,
         "outside": outside,
+        "at_entry": at_entry,
         "waits": waits,
         "abandoned": abandoned,
         "abandoned_after": abandoned_after,
