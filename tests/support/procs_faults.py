@@ -3,7 +3,8 @@
 Run as a script (``python tests/support/procs_faults.py <role> '<json args>'``),
 never imported into a forked child: every role opens its own TaskQueue, as a
 real deployment does, so a SIGKILL or SIGSTOP sent by a test hits a real,
-separate process. Only ``task_queue`` and the standard library are imported.
+separate process. Only ``task_queue``, the standard library and wait.py (its
+condition waits, stdlib only) are imported.
 
 Roles and their side channels (files the test reads, also after a SIGKILL):
 
@@ -229,18 +230,20 @@ class _Budget:
         self._known = 0
 
     def wait_for(self, index: int) -> None:
-        if self._path is None:
+        if self._path is None or index < self._known:
             return
-        deadline = time.monotonic() + self.DEADLINE
-        while index >= self._known:
+        # tests/support/wait.py: this runs as a script from that directory.
+        from wait import wait_until  # type: ignore[import-not-found]
+
+        path = self._path
+
+        def granted() -> bool:
             # The parent writes the file before starting us and replaces it
             # atomically: a read sees a whole number.
-            self._known = max(self._known, int(Path(self._path).read_text()))
-            if index < self._known:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no budget for item {index} in {self.DEADLINE} s")
-            time.sleep(0.002)
+            self._known = max(self._known, int(Path(path).read_text()))
+            return index < self._known
+
+        wait_until(granted, timeout=self.DEADLINE, interval=0.002)
 
 
 def _produce(queue: Any, ack_dir: str, slot: int, count: int, batch: int, budget: _Budget) -> None:
